@@ -1,0 +1,200 @@
+"""Backend selection, thread count, and the one place that calls kernels.
+
+The public API asks ``kernels(group)`` for the active CPU backend's kernels of a group
+(``"norm"``, ...) and calls them with ``nthreads=threads_for(work)``. Both backends expose the
+same function names and signatures. Arrays on a CUDA device are recognized by
+``on_device`` and routed by ``device_variant`` to fastnorm._cuda.
+
+Safety when embedded (many Python threads, ``fork``):
+- Numba: its default ``workqueue`` threading layer aborts the process when two threads run a
+  parallel kernel at once, and the ``omp`` layer (GNU) aborts a forked child. We pin
+  ``workqueue`` (fork-safe) unless the user chose a layer, and serialize *parallel* launches
+  with a lock; serial launches (small inputs) run concurrently, GIL released.
+- Cython/OpenMP: GNU libgomp hangs in a forked child whose parent ran a parallel region. Such a
+  child runs the Cython kernels single-threaded (same results: the arithmetic does not depend
+  on the thread count).
+"""
+import importlib
+import os
+import threading
+
+BACKENDS = ("cython", "numba")
+# Below this many elements a call runs single-threaded: a thread-pool launch costs more.
+PARALLEL_MIN_WORK = 1 << 16
+
+_lock = threading.Lock()  # guards numba parallel launches (workqueue is not thread-safe)
+_state = {"backend": None, "threads": None, "omp_used": False, "omp_broken": False}
+_modules = {}
+
+
+def _after_fork_in_child():
+    global _lock
+    _lock = threading.Lock()  # a lock held by another thread at fork time would never be released
+    if _state["omp_used"]:
+        _state["omp_broken"] = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _default_threads():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _cython_available():
+    try:
+        importlib.import_module("fastnorm.kernels.cython.norm")
+        return True
+    except ImportError:
+        return False
+
+
+def set_backend(name):
+    """Choose the CPU backend: ``'cython'`` (compiled, no JIT) or ``'numba'``.
+
+    Both give bitwise-identical results. The default is ``$FASTNORM_BACKEND`` when set, else
+    ``'cython'`` when its extensions are built, else ``'numba'``.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "cython" and not _cython_available():
+        raise ImportError("the cython backend's extensions are not built (pip install . builds them)")
+    _state["backend"] = name
+
+
+def get_backend():
+    """The active CPU backend's name."""
+    if _state["backend"] is None:
+        env = os.environ.get("FASTNORM_BACKEND")
+        if env:
+            set_backend(env.strip().lower())
+        else:
+            _state["backend"] = "cython" if _cython_available() else "numba"
+    return _state["backend"]
+
+
+def set_num_threads(n):
+    """Threads used by both CPU backends for large inputs (numba: at most NUMBA_NUM_THREADS)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_threads must be a positive int, got {n!r}")
+    _state["threads"] = n
+
+
+def get_num_threads():
+    """Threads the CPU backends use for large inputs (default: the CPUs this process may use)."""
+    if _state["threads"] is None:
+        _state["threads"] = _default_threads()
+    return _state["threads"]
+
+
+def threads_for(work):
+    """Thread count for a call touching ``work`` elements: 1 for small ones."""
+    if work < PARALLEL_MIN_WORK:
+        return 1
+    return get_num_threads()
+
+
+class _NumbaKernels:
+    """A kernel group of the numba backend: ``name(*args, nthreads)`` picks the serial or the
+    parallel compiled loop (``name_serial`` / ``name_parallel``) and guards parallel launches."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        serial = getattr(self._module, name + "_serial")
+        parallel = getattr(self._module, name + "_parallel")
+
+        def call(*args, nthreads):
+            if nthreads <= 1:
+                return serial(*args)
+            import numba
+
+            with _lock:
+                numba.set_num_threads(min(nthreads, numba.config.NUMBA_NUM_THREADS))
+                return parallel(*args)
+
+        call.__name__ = name
+        setattr(self, name, call)
+        return call
+
+
+class _CythonKernels:
+    """A kernel group of the cython backend: forwards ``nthreads`` (1 in a forked child)."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        fn = getattr(self._module, name)
+
+        def call(*args, nthreads):
+            if nthreads > 1:
+                if _state["omp_broken"]:
+                    nthreads = 1
+                else:
+                    _state["omp_used"] = True
+            return fn(*args, nthreads)
+
+        call.__name__ = name
+        setattr(self, name, call)
+        return call
+
+
+def _configure_numba():
+    import numba
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+def kernels(group):
+    """The active CPU backend's kernels of ``group`` (e.g. ``kernels("norm").norm_forward``)."""
+    backend = _state["backend"] or get_backend()
+    key = (backend, group)
+    k = _modules.get(key)
+    if k is None:
+        if backend == "numba":
+            _configure_numba()
+            k = _NumbaKernels(importlib.import_module(f"fastnorm.kernels.numba.{group}"))
+        else:
+            k = _CythonKernels(importlib.import_module(f"fastnorm.kernels.cython.{group}"))
+        _modules[key] = k
+    return k
+
+
+_DEVICE_TYPES = {"DeviceNDArray", "MappedNDArray", "ManagedNDArray", "FakeCUDAArray"}
+
+
+def on_device(a):
+    """True for CUDA device arrays: anything with ``__cuda_array_interface__`` (CuPy, numba),
+    or a numba device array by type (the CUDA simulator's arrays have no such interface)."""
+    t = type(a)
+    if t.__module__.startswith("numpy"):
+        return False
+    return hasattr(a, "__cuda_array_interface__") or (
+        t.__name__ in _DEVICE_TYPES and t.__module__.startswith("numba")
+    )
+
+
+def device_variant(fn):
+    """Route calls whose first array argument lives on a CUDA device to the function of the
+    same name in fastnorm._cuda, which runs the numba.cuda kernel and returns device arrays."""
+    name = fn.__name__
+
+    def wrapper(x, *args, **kwargs):
+        if type(x).__module__.startswith("numpy") or not on_device(x):
+            return fn(x, *args, **kwargs)
+        from . import _cuda
+
+        return getattr(_cuda, name)(x, *args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__qualname__ = fn.__qualname__
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__module__ = fn.__module__
+    wrapper.__wrapped__ = fn
+    return wrapper
