@@ -23,7 +23,8 @@ extensions = [
     Extension(
         f"fastnorm.kernels.cython.{name}",
         [os.path.join("kernels", "cython", f"{name}.pyx")],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), os.path.join(HERE, "kernels", "cython")],
+        depends=[os.path.join("kernels", "cython", "lanes.h")],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

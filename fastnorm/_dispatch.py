@@ -11,12 +11,14 @@ Safety when embedded (many Python threads, ``fork``):
   ``workqueue`` (fork-safe) unless the user chose a layer, and serialize *parallel* launches
   with a lock; serial launches (small inputs) run concurrently, GIL released.
 - Cython/OpenMP: GNU libgomp hangs in a forked child whose parent ran a parallel region. Such a
-  child runs the Cython kernels single-threaded (same results: the arithmetic does not depend
-  on the thread count).
+  child runs the Cython kernels single-threaded (``threads_for``; same results: the arithmetic
+  does not depend on the thread count).
 """
 import importlib
 import os
 import threading
+
+import numpy as np
 
 BACKENDS = ("cython", "numba")
 # Below this many elements a call runs single-threaded: a thread-pool launch costs more.
@@ -24,7 +26,7 @@ PARALLEL_MIN_WORK = 1 << 16
 
 _lock = threading.Lock()  # guards numba parallel launches (workqueue is not thread-safe)
 _state = {"backend": None, "threads": None, "omp_used": False, "omp_broken": False}
-_modules = {}
+_active = {}  # group -> kernels of the active backend
 
 
 def _after_fork_in_child():
@@ -63,6 +65,7 @@ def set_backend(name):
     if name == "cython" and not _cython_available():
         raise ImportError("the cython backend's extensions are not built (pip install . builds them)")
     _state["backend"] = name
+    _active.clear()
 
 
 def get_backend():
@@ -91,53 +94,43 @@ def get_num_threads():
 
 
 def threads_for(work):
-    """Thread count for a call touching ``work`` elements: 1 for small ones."""
+    """Thread count for a call touching ``work`` elements: 1 for small ones, and 1 for the
+    cython backend in a forked child whose parent ran an OpenMP region (libgomp would hang)."""
     if work < PARALLEL_MIN_WORK:
         return 1
-    return get_num_threads()
+    if (_state["backend"] or get_backend()) == "cython":
+        if _state["omp_broken"]:
+            return 1
+        _state["omp_used"] = True
+    return _state["threads"] or get_num_threads()
 
 
 class _NumbaKernels:
-    """A kernel group of the numba backend: ``name(*args, nthreads)`` picks the serial or the
-    parallel compiled loop (``name_serial`` / ``name_parallel``) and guards parallel launches."""
+    """A kernel group of the numba backend with the cython module's calling convention:
+    ``name(*args, nthreads)`` runs the compiled ``name_serial`` loop, or ``name_parallel``
+    with ``nthreads`` threads under the launch lock."""
 
     def __init__(self, module):
         self._module = module
 
     def __getattr__(self, name):
+        if name.endswith("_small"):
+            # small-input entries exist in the cython backend only (a compiled allocation path
+            # for per-call latency); numba calls take the general path
+            setattr(self, name, None)
+            return None
         serial = getattr(self._module, name + "_serial")
         parallel = getattr(self._module, name + "_parallel")
 
-        def call(*args, nthreads):
+        def call(*args):
+            nthreads = args[-1]
             if nthreads <= 1:
-                return serial(*args)
+                return serial(*args[:-1])
             import numba
 
             with _lock:
                 numba.set_num_threads(min(nthreads, numba.config.NUMBA_NUM_THREADS))
-                return parallel(*args)
-
-        call.__name__ = name
-        setattr(self, name, call)
-        return call
-
-
-class _CythonKernels:
-    """A kernel group of the cython backend: forwards ``nthreads`` (1 in a forked child)."""
-
-    def __init__(self, module):
-        self._module = module
-
-    def __getattr__(self, name):
-        fn = getattr(self._module, name)
-
-        def call(*args, nthreads):
-            if nthreads > 1:
-                if _state["omp_broken"]:
-                    nthreads = 1
-                else:
-                    _state["omp_used"] = True
-            return fn(*args, nthreads)
+                return parallel(*args[:-1])
 
         call.__name__ = name
         setattr(self, name, call)
@@ -152,20 +145,23 @@ def _configure_numba():
 
 
 def kernels(group):
-    """The active CPU backend's kernels of ``group`` (e.g. ``kernels("norm").norm_forward``)."""
-    backend = _state["backend"] or get_backend()
-    key = (backend, group)
-    k = _modules.get(key)
+    """The active CPU backend's kernels of ``group`` (e.g. ``kernels("norm").norm_forward``).
+
+    Both backends take the same arguments, the thread count (``threads_for``) last."""
+    k = _active.get(group)
     if k is None:
-        if backend == "numba":
-            _configure_numba()
-            k = _NumbaKernels(importlib.import_module(f"fastnorm.kernels.numba.{group}"))
-        else:
-            k = _CythonKernels(importlib.import_module(f"fastnorm.kernels.cython.{group}"))
-        _modules[key] = k
+        k = _active[group] = _load(group, get_backend())
     return k
 
 
+def _load(group, backend):
+    if backend == "numba":
+        _configure_numba()
+        return _NumbaKernels(importlib.import_module(f"fastnorm.kernels.numba.{group}"))
+    return importlib.import_module(f"fastnorm.kernels.cython.{group}")
+
+
+_ndarray = np.ndarray
 _DEVICE_TYPES = {"DeviceNDArray", "MappedNDArray", "ManagedNDArray", "FakeCUDAArray"}
 
 
@@ -186,7 +182,7 @@ def device_variant(fn):
     name = fn.__name__
 
     def wrapper(x, *args, **kwargs):
-        if type(x).__module__.startswith("numpy") or not on_device(x):
+        if type(x) is _ndarray or not on_device(x):
             return fn(x, *args, **kwargs)
         from . import _cuda
 

@@ -31,8 +31,9 @@ def contiguous(a):
 
 def param_array(a, name, shape, dtype):
     """An optional parameter (weight, bias): None, or a float array of ``shape``, as ``dtype``."""
-    if a is None:
-        return None
+    if a is None or (type(a) is np.ndarray and a.dtype is dtype and a.shape == shape
+                     and a.flags.c_contiguous):
+        return a
     a = float_array(a, name)
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")

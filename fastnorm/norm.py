@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from . import _validation as v
-from ._dispatch import device_variant, kernels, threads_for
+from ._dispatch import PARALLEL_MIN_WORK, device_variant, kernels, threads_for
 
 __all__ = ["layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward"]
 
@@ -18,100 +18,106 @@ _F64 = np.dtype(np.float64)
 _NONE = {dt: np.empty(0, dt) for dt in v.FLOAT_DTYPES}  # stands in for an absent weight/bias
 
 
-class _Rows:
-    """x checked and viewed as (m, n) rows: the part of a row op that every call shares."""
-
-    __slots__ = ("x", "axis", "shape", "stat_shape", "norm_shape", "m", "n", "dtype")
-
-    def __init__(self, x, axis, name="x"):
-        x = v.float_array(x, name)
-        if x.ndim == 0:
-            raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
-        self.axis = v.normalize_axis(axis, x.ndim)
-        self.x = x
-        self.dtype = x.dtype
-        self.shape = x.shape
-        self.stat_shape = x.shape[: self.axis]
-        self.norm_shape = x.shape[self.axis:]
-        self.n = math.prod(self.norm_shape)
-        self.m = math.prod(self.stat_shape)
-
-    def rows(self, a):
-        return v.contiguous(a).reshape(self.m, self.n)
+def _rows(x, axis):
+    """x checked, and its rows: (x, x2, axis, m, n), x2 the C-contiguous (m, n) view (or
+    copy) of x, n = prod(shape[axis:])."""
+    x = v.float_array(x, "x")
+    ndim = x.ndim
+    if ndim == 0:
+        raise ValueError("x must have at least one dimension, got a 0-d array")
+    if type(axis) is int and (axis == -1 or axis == ndim - 1):
+        axis = ndim - 1
+        n = x.shape[-1]
+    else:
+        axis = v.normalize_axis(axis, ndim)
+        n = math.prod(x.shape[axis:])
+    m = x.size // n if n else math.prod(x.shape[:axis])
+    x2 = x if ndim == 2 and axis == 1 and x.flags.c_contiguous else v.contiguous(x).reshape(m, n)
+    return x, x2, axis, m, n
 
 
 def _forward(x, weight, bias, axis, eps, out, center):
-    r = _Rows(x, axis)
-    dt = r.dtype
-    w = v.param_array(weight, "weight", r.norm_shape, dt)
-    b = v.param_array(bias, "bias", r.norm_shape, dt)
+    """(y, mean, rstd); mean/rstd float64 of shape x.shape[:axis]."""
+    if out is None and axis == -1:
+        small = kernels("norm").norm_forward_small  # per-call latency: see kernels/cython
+        if small is not None:
+            r = small(x, weight, bias, eps, center, PARALLEL_MIN_WORK)
+            if r is not None:
+                return r
+    x, x2, axis, m, n = _rows(x, axis)
+    dt = x.dtype
+    shape = x.shape
+    w = v.param_array(weight, "weight", shape[axis:], dt)
+    b = v.param_array(bias, "bias", shape[axis:], dt)
     eps = v.check_eps(eps)
     if out is None:
-        out = target = np.empty(r.shape, dt)
+        out = target = np.empty(shape, dt)
     else:
-        out = v.out_array(out, r.shape, dt)
-        target = v.kernel_target(out, r.x)
-    mean = np.empty(r.stat_shape, _F64)
-    rstd = np.empty(r.stat_shape, _F64)
-    if r.x.size == 0:
+        out = v.out_array(out, shape, dt)
+        target = v.kernel_target(out, x)
+    mean = np.empty(shape[:axis], _F64)
+    rstd = np.empty(shape[:axis], _F64)
+    if not x2.size:
         mean.fill(np.nan)  # statistics of empty rows are undefined
         rstd.fill(np.nan)
         return out, mean, rstd
     if b is not None and w is None:
-        w = np.ones(r.norm_shape, dt)
+        w = np.ones(shape[axis:], dt)
     kernels("norm").norm_forward(
-        r.rows(r.x), _NONE[dt] if w is None else w, _NONE[dt] if b is None else b,
-        target.reshape(r.m, r.n), mean.reshape(r.m), rstd.reshape(r.m),
-        center, w is not None, b is not None, eps, nthreads=threads_for(r.x.size))
-    return v.finish(out, target), mean, rstd
+        x2, _NONE[dt] if w is None else w, _NONE[dt] if b is None else b,
+        target if target.ndim == 2 and axis == 1 else target.reshape(m, n),
+        mean if axis == 1 else mean.reshape(m), rstd if axis == 1 else rstd.reshape(m),
+        center, w is not None, b is not None, eps, threads_for(x2.size))
+    return (out if target is out else v.finish(out, target)), mean, rstd
 
 
-def _stats_array(s, name, shape):
+def _stats_array(s, name, shape, m):
     s = v.float_array(s, name)
     if s.shape != shape:
         raise ValueError(f"{name} must have shape {shape} (the forward's statistics), got {s.shape}")
-    return v.contiguous(s.astype(_F64, copy=False))
+    return v.contiguous(s.astype(_F64, copy=False)).reshape(m)
 
 
 def _backward(dy, x, weight, bias, axis, eps, out, stats, center):
-    r = _Rows(x, axis)
-    dt = r.dtype
+    x, x2, axis, m, n = _rows(x, axis)
+    dt = x.dtype
+    shape = x.shape
     dy = v.float_array(dy, "dy")
-    v.same_shape(dy, "dy", r.x, "x")
+    v.same_shape(dy, "dy", x, "x")
     if dy.dtype != dt:
         raise TypeError(f"dy must have the dtype of x ({dt}), got {dy.dtype}")
-    w = v.param_array(weight, "weight", r.norm_shape, dt)
-    b = v.param_array(bias, "bias", r.norm_shape, dt)
+    w = v.param_array(weight, "weight", shape[axis:], dt)
+    b = v.param_array(bias, "bias", shape[axis:], dt)
     eps = v.check_eps(eps)
     if out is None:
-        out = target = np.empty(r.shape, dt)
+        out = target = np.empty(shape, dt)
     else:
-        out = v.out_array(out, r.shape, dt)
-        target = v.kernel_target(out, r.x, dy)
+        out = v.out_array(out, shape, dt)
+        target = v.kernel_target(out, x, dy)
     if stats is None:
-        _, mean, rstd = _forward(r.x, None, None, r.axis, eps, None, center)
+        _, mean, rstd = _forward(x2, None, None, 1, eps, None, center)
     elif center:
         if not isinstance(stats, (tuple, list)) or len(stats) != 2:
             raise ValueError("stats must be the (mean, invstd) pair returned with return_stats=True")
-        mean = _stats_array(stats[0], "stats[0] (mean)", r.stat_shape)
-        rstd = _stats_array(stats[1], "stats[1] (invstd)", r.stat_shape)
+        mean = _stats_array(stats[0], "stats[0] (mean)", shape[:axis], m)
+        rstd = _stats_array(stats[1], "stats[1] (invstd)", shape[:axis], m)
     else:
         if isinstance(stats, (tuple, list)):
             if len(stats) != 1:
                 raise ValueError("stats must be the invrms array returned with return_stats=True")
             stats = stats[0]
-        rstd = _stats_array(stats, "stats (invrms)", r.stat_shape)
+        rstd = _stats_array(stats, "stats (invrms)", shape[:axis], m)
         mean = rstd  # unused when not centering
-    dw = np.zeros(r.n if w is not None else 0, _F64)
-    db = np.zeros(r.n if b is not None else 0, _F64)
-    if r.x.size:
+    dw = np.zeros(n if w is not None else 0, _F64)
+    db = np.zeros(n if b is not None else 0, _F64)
+    if x2.size:
         kernels("norm").norm_backward(
-            r.rows(dy), r.rows(r.x), _NONE[dt] if w is None else w, target.reshape(r.m, r.n),
-            dw, db, mean.reshape(r.m), rstd.reshape(r.m),
-            center, w is not None, w is not None, b is not None, nthreads=threads_for(r.x.size))
+            v.contiguous(dy).reshape(m, n), x2, _NONE[dt] if w is None else w,
+            target.reshape(m, n), dw, db, mean, rstd, center, w is not None,
+            w is not None, b is not None, threads_for(x2.size))
     dx = v.finish(out, target)
-    dweight = None if w is None else dw.astype(dt).reshape(r.norm_shape)
-    dbias = None if b is None else db.astype(dt).reshape(r.norm_shape)
+    dweight = None if w is None else dw.astype(dt).reshape(shape[axis:])
+    dbias = None if b is None else db.astype(dt).reshape(shape[axis:])
     return dx, dweight, dbias
 
 

@@ -2,7 +2,8 @@
 """Row-normalization loops (LayerNorm, RMSNorm), Cython + OpenMP.
 
 The same arithmetic, in the same order, as kernels/numba/norm.py, so both backends agree bit
-for bit (see the determinism contract there). Arguments are already validated by fastnorm:
+for bit (see the determinism contract there); the row sums are in lanes.h (SIMD through vector
+extensions, lane for lane the numba loops). Arguments are already validated by fastnorm:
 C-contiguous arrays, x/dy/w/b/y/dx of one float dtype, mean/rstd/dw/db float64 where given.
 """
 from cython.parallel cimport prange
@@ -21,54 +22,35 @@ cdef inline Py_ssize_t row_chunks(Py_ssize_t m) noexcept nogil:
     return m if m < 256 else 256
 
 
+cdef extern from "lanes.h" nogil:
+    double lanes_sum_f32(const float* x, Py_ssize_t n)
+    double lanes_sum_f64(const double* x, Py_ssize_t n)
+    double lanes_sqdev_f32(const float* x, Py_ssize_t n, double mean)
+    double lanes_sqdev_f64(const double* x, Py_ssize_t n, double mean)
+    void lanes_grad_f32(const float* dy, const float* w, const float* x, Py_ssize_t n,
+                        double mean, double rstd, double* sg, double* sgx)
+    void lanes_grad_f64(const double* dy, const double* w, const double* x, Py_ssize_t n,
+                        double mean, double rstd, double* sg, double* sgx)
+    void lanes_dx_f32(const float* dy, const float* w, const float* x, float* dx, Py_ssize_t n,
+                      double mean, double rstd, double mg, double mgx, double* pdw, double* pdb)
+    void lanes_dx_f64(const double* dy, const double* w, const double* x, double* dx, Py_ssize_t n,
+                      double mean, double rstd, double mg, double mgx, double* pdw, double* pdb)
+
+
 cdef inline void _centered_stats(const floating* x, Py_ssize_t n, bint center, double eps,
                                  double* mean_out, double* rstd_out) noexcept nogil:
-    cdef Py_ssize_t i, n8 = n - n % 8
-    cdef double s, s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
-    cdef double d0, d1, d2, d3, d4, d5, d6, d7, d
-    cdef double mean = 0.0
+    cdef double mean = 0.0, q
     if center:
-        i = 0
-        while i < n8:
-            s0 += x[i]
-            s1 += x[i + 1]
-            s2 += x[i + 2]
-            s3 += x[i + 3]
-            s4 += x[i + 4]
-            s5 += x[i + 5]
-            s6 += x[i + 6]
-            s7 += x[i + 7]
-            i += 8
-        s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-        for i in range(n8, n):
-            s += x[i]
-        mean = s / n
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0
-    i = 0
-    while i < n8:
-        d0 = <double>x[i] - mean
-        d1 = <double>x[i + 1] - mean
-        d2 = <double>x[i + 2] - mean
-        d3 = <double>x[i + 3] - mean
-        d4 = <double>x[i + 4] - mean
-        d5 = <double>x[i + 5] - mean
-        d6 = <double>x[i + 6] - mean
-        d7 = <double>x[i + 7] - mean
-        s0 += d0 * d0
-        s1 += d1 * d1
-        s2 += d2 * d2
-        s3 += d3 * d3
-        s4 += d4 * d4
-        s5 += d5 * d5
-        s6 += d6 * d6
-        s7 += d7 * d7
-        i += 8
-    s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-    for i in range(n8, n):
-        d = <double>x[i] - mean
-        s += d * d
+        if floating is float:
+            mean = lanes_sum_f32(x, n) / n
+        else:
+            mean = lanes_sum_f64(x, n) / n
+    if floating is float:
+        q = lanes_sqdev_f32(x, n, mean)
+    else:
+        q = lanes_sqdev_f64(x, n, mean)
     mean_out[0] = mean
-    rstd_out[0] = 1.0 / sqrt(s / n + eps)
+    rstd_out[0] = 1.0 / sqrt(q / n + eps)
 
 
 cdef inline void _forward_row(const floating* x, const floating* w, const floating* b, floating* y,
@@ -77,12 +59,13 @@ cdef inline void _forward_row(const floating* x, const floating* w, const floati
     cdef Py_ssize_t i
     cdef double mean, rstd
     _centered_stats(x, n, center, eps, &mean, &rstd)
+    # xhat in float64 (x - mean loses nothing), the affine part in the input's dtype
     if has_w and has_b:
         for i in range(n):
-            y[i] = <floating>(((<double>x[i] - mean) * rstd) * <double>w[i] + <double>b[i])
+            y[i] = <floating>((<double>x[i] - mean) * rstd) * w[i] + b[i]
     elif has_w:
         for i in range(n):
-            y[i] = <floating>(((<double>x[i] - mean) * rstd) * <double>w[i])
+            y[i] = <floating>((<double>x[i] - mean) * rstd) * w[i]
     else:
         for i in range(n):
             y[i] = <floating>((<double>x[i] - mean) * rstd)
@@ -126,63 +109,35 @@ def norm_forward(cnp.ndarray x, cnp.ndarray w, cnp.ndarray b, cnp.ndarray y,
 cdef inline void _backward_row(const floating* dy, const floating* x, const floating* w, floating* dx,
                                Py_ssize_t n, double mean, double rstd, bint center, bint has_w,
                                double* pdw, double* pdb) noexcept nogil:
-    cdef Py_ssize_t i, n8 = n - n % 8
-    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
-    cdef double c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0
-    cdef double g0, g1, g2, g3, g4, g5, g6, g7, g, sg, sgx, mg, mgx, xhat
-    i = 0
-    while i < n8:
-        g0 = <double>dy[i] * (<double>w[i] if has_w else 1.0)
-        g1 = <double>dy[i + 1] * (<double>w[i + 1] if has_w else 1.0)
-        g2 = <double>dy[i + 2] * (<double>w[i + 2] if has_w else 1.0)
-        g3 = <double>dy[i + 3] * (<double>w[i + 3] if has_w else 1.0)
-        g4 = <double>dy[i + 4] * (<double>w[i + 4] if has_w else 1.0)
-        g5 = <double>dy[i + 5] * (<double>w[i + 5] if has_w else 1.0)
-        g6 = <double>dy[i + 6] * (<double>w[i + 6] if has_w else 1.0)
-        g7 = <double>dy[i + 7] * (<double>w[i + 7] if has_w else 1.0)
-        a0 += g0
-        a1 += g1
-        a2 += g2
-        a3 += g3
-        a4 += g4
-        a5 += g5
-        a6 += g6
-        a7 += g7
-        c0 += g0 * ((<double>x[i] - mean) * rstd)
-        c1 += g1 * ((<double>x[i + 1] - mean) * rstd)
-        c2 += g2 * ((<double>x[i + 2] - mean) * rstd)
-        c3 += g3 * ((<double>x[i + 3] - mean) * rstd)
-        c4 += g4 * ((<double>x[i + 4] - mean) * rstd)
-        c5 += g5 * ((<double>x[i + 5] - mean) * rstd)
-        c6 += g6 * ((<double>x[i + 6] - mean) * rstd)
-        c7 += g7 * ((<double>x[i + 7] - mean) * rstd)
-        i += 8
-    sg = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-    sgx = ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7))
-    for i in range(n8, n):
-        g = <double>dy[i] * (<double>w[i] if has_w else 1.0)
-        sg = sg + g
-        sgx = sgx + g * ((<double>x[i] - mean) * rstd)
+    cdef double sg, sgx, mg, mgx
+    if floating is float:
+        lanes_grad_f32(dy, w if has_w else NULL, x, n, mean, rstd, &sg, &sgx)
+    else:
+        lanes_grad_f64(dy, w if has_w else NULL, x, n, mean, rstd, &sg, &sgx)
     mg = sg / n if center else 0.0
     mgx = sgx / n
-    for i in range(n):
-        xhat = (<double>x[i] - mean) * rstd
-        g = <double>dy[i] * (<double>w[i] if has_w else 1.0)
-        dx[i] = <floating>(((g - mg) - xhat * mgx) * rstd)
-        if pdw != NULL:
-            pdw[i] += <double>dy[i] * xhat
-        if pdb != NULL:
-            pdb[i] += <double>dy[i]
+    if floating is float:
+        lanes_dx_f32(dy, w if has_w else NULL, x, dx, n, mean, rstd, mg, mgx, pdw, pdb)
+    else:
+        lanes_dx_f64(dy, w if has_w else NULL, x, dx, n, mean, rstd, mg, mgx, pdw, pdb)
+
+
+cdef inline void _sum_chunks(const double* p, double* out, Py_ssize_t nchunks, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t c, j
+    for j in range(n):
+        out[j] = 0.0
+    for c in range(nchunks):
+        for j in range(n):
+            out[j] += p[c * n + j]
 
 
 cdef void _backward(const floating* dy, const floating* x, const floating* w, floating* dx,
                     double* dw, double* db, const double* mean, const double* rstd,
                     Py_ssize_t m, Py_ssize_t n, bint center, bint has_w,
                     bint want_dw, bint want_db, int nthreads) noexcept nogil:
-    cdef Py_ssize_t nchunks = row_chunks(m), c, r, j
+    cdef Py_ssize_t nchunks = row_chunks(m), c, r
     cdef double* pdw = NULL
     cdef double* pdb = NULL
-    cdef double s
     if want_dw:
         pdw = <double*>calloc(nchunks * n + 1, sizeof(double))
     if want_db:
@@ -197,19 +152,12 @@ cdef void _backward(const floating* dy, const floating* x, const floating* w, fl
             for r in range(c * m // nchunks, (c + 1) * m // nchunks):
                 _backward_row(dy + r * n, x + r * n, w, dx + r * n, n, mean[r], rstd[r], center, has_w,
                               pdw + c * n if want_dw else NULL, pdb + c * n if want_db else NULL)
+    # column sums of the chunk partials, chunk by chunk (rows of p are contiguous)
     if want_dw:
-        for j in range(n):
-            s = 0.0
-            for c in range(nchunks):
-                s = s + pdw[c * n + j]
-            dw[j] = s
+        _sum_chunks(pdw, dw, nchunks, n)
         free(pdw)
     if want_db:
-        for j in range(n):
-            s = 0.0
-            for c in range(nchunks):
-                s = s + pdb[c * n + j]
-            db[j] = s
+        _sum_chunks(pdb, db, nchunks, n)
         free(pdb)
 
 
@@ -234,3 +182,53 @@ def norm_backward(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray w, cnp.ndarray dx,
         with nogil:
             _backward[double](<double*>pdy, <double*>px, <double*>pw, <double*>pdx, pdw, pdb, pm, pr,
                               m, n, center, has_w, want_dw, want_db, nthreads)
+
+
+cdef inline bint _param_ok(object p, int typenum, Py_ssize_t n):
+    """p is None, or a C-contiguous native 1-D array of typenum and length n."""
+    if p is None:
+        return True
+    if type(p) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>p
+    return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_NDIM(a) == 1
+            and cnp.PyArray_DIM(a, 0) == n and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISNOTSWAPPED(a))
+
+
+def norm_forward_small(object x, object w, object b, double eps, bint center, Py_ssize_t max_size):
+    """Entry for small inputs in the common case, for per-call latency: normalizes over the
+    last axis of a C-contiguous native float array with fewer than ``max_size`` elements,
+    allocating y and the float64 statistics here, single-threaded. Returns (y, mean, rstd), or
+    None when the inputs are anything else (the caller then validates and runs the general
+    path, which raises the errors)."""
+    if type(x) is not cnp.ndarray:
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int t = cnp.PyArray_TYPE(xa)
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    if ((t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or nd == 0
+            or not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISNOTSWAPPED(xa)):
+        return None
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(xa), n = cnp.PyArray_DIM(xa, nd - 1)
+    if size == 0 or size >= max_size or not eps >= 0.0:
+        return None
+    if not _param_ok(w, t, n) or not _param_ok(b, t, n) or (w is None and b is not None):
+        return None
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(xa)
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, dims, t, 0)
+    cdef cnp.ndarray mean = cnp.PyArray_EMPTY(nd - 1, dims, cnp.NPY_FLOAT64, 0)
+    cdef cnp.ndarray rstd = cnp.PyArray_EMPTY(nd - 1, dims, cnp.NPY_FLOAT64, 0)
+    cdef void* pw = NULL if w is None else cnp.PyArray_DATA(<cnp.ndarray>w)
+    cdef void* pb = NULL if b is None else cnp.PyArray_DATA(<cnp.ndarray>b)
+    cdef double* pm = <double*>cnp.PyArray_DATA(mean)
+    cdef double* pr = <double*>cnp.PyArray_DATA(rstd)
+    if t == cnp.NPY_FLOAT32:
+        _forward[float](<float*>cnp.PyArray_DATA(xa), <float*>pw, <float*>pb,
+                        <float*>cnp.PyArray_DATA(y), pm, pr, size // n, n, center,
+                        w is not None, b is not None, eps, 1)
+    else:
+        _forward[double](<double*>cnp.PyArray_DATA(xa), <double*>pw, <double*>pb,
+                         <double*>cnp.PyArray_DATA(y), pm, pr, size // n, n, center,
+                         w is not None, b is not None, eps, 1)
+    return y, mean, rstd

@@ -4,8 +4,10 @@ Every function works on C-contiguous 2-D arrays: rows are the samples, columns t
 normalized features. RMSNorm is LayerNorm with the mean fixed at 0 (``center=False``).
 
 Determinism contract (shared with kernels/cython/norm.pyx, bit for bit):
-- every row sum is taken in float64 over 8 interleaved lanes (lane j holds elements
-  8k + j), combined as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), then the tail added in order;
+- every row sum is taken in float64 over 32 interleaved lanes (lane j holds elements
+  32k + j), combined lane-wise as v[j] = (l[j]+l[8+j])+(l[16+j]+l[24+j]) for j < 8, then
+  ((v0+v1)+(v2+v3))+((v4+v5)+(v6+v7)), then the tail (n % 32 elements) added in order
+  (kernels/cython/lanes.h does the same with SIMD vectors);
 - the column sums of the backward (dweight, dbias) are taken over fixed row chunks
   (``row_chunks(m)``, a function of the row count only), chunk partials added in order;
 - no fused multiply-adds (Numba does not contract without fastmath).
@@ -18,120 +20,117 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
 @njit(inline="always", **_OPTS)
 def row_chunks(m):
-    """Number of row chunks for column sums: depends on the row count alone."""
+    """Number of row chunks (units of parallel work, and of the column sums' fixed order):
+    a function of the row count alone."""
     return min(m, 256)
 
 
 @njit(inline="always", **_OPTS)
-def _centered_stats(x, center, eps):
-    """(mean, 1/sqrt(var + eps)) of one row; mean is 0 when not centering (RMS)."""
+def _scratch():
+    """32 float64 lanes of per-thread scratch, padded so that two threads' scratch never shares
+    a cache line (they are written on every element)."""
+    return np.empty(32 + 16)[8:40]
+
+
+@njit(inline="always", **_OPTS)
+def _combine(acc):
+    """The fixed combination of 32 lanes: lane-wise (l[j]+l[8+j])+(l[16+j]+l[24+j]), then a tree."""
+    v0 = (acc[0] + acc[8]) + (acc[16] + acc[24])
+    v1 = (acc[1] + acc[9]) + (acc[17] + acc[25])
+    v2 = (acc[2] + acc[10]) + (acc[18] + acc[26])
+    v3 = (acc[3] + acc[11]) + (acc[19] + acc[27])
+    v4 = (acc[4] + acc[12]) + (acc[20] + acc[28])
+    v5 = (acc[5] + acc[13]) + (acc[21] + acc[29])
+    v6 = (acc[6] + acc[14]) + (acc[22] + acc[30])
+    v7 = (acc[7] + acc[15]) + (acc[23] + acc[31])
+    return ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))
+
+
+@njit(inline="always", **_OPTS)
+def _centered_stats(x, center, eps, acc):
+    """(mean, 1/sqrt(var + eps)) of one row; mean is 0 when not centering (RMS).
+    ``acc``: 32 float64 of scratch (allocated per chunk of rows: allocation is costly)."""
     n = x.shape[0]
-    n8 = n - n % 8
+    n32 = n - n % 32
     mean = 0.0
     if center:
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-        for i in range(0, n8, 8):
-            s0 += x[i]
-            s1 += x[i + 1]
-            s2 += x[i + 2]
-            s3 += x[i + 3]
-            s4 += x[i + 4]
-            s5 += x[i + 5]
-            s6 += x[i + 6]
-            s7 += x[i + 7]
-        s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-        for i in range(n8, n):
+        acc[:] = 0.0
+        for i in range(0, n32, 32):
+            for j in range(32):
+                acc[j] += x[i + j]
+        s = _combine(acc)
+        for i in range(n32, n):
             s += x[i]
         mean = s / n
-    q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = 0.0
-    for i in range(0, n8, 8):
-        d0 = x[i] - mean
-        d1 = x[i + 1] - mean
-        d2 = x[i + 2] - mean
-        d3 = x[i + 3] - mean
-        d4 = x[i + 4] - mean
-        d5 = x[i + 5] - mean
-        d6 = x[i + 6] - mean
-        d7 = x[i + 7] - mean
-        q0 += d0 * d0
-        q1 += d1 * d1
-        q2 += d2 * d2
-        q3 += d3 * d3
-        q4 += d4 * d4
-        q5 += d5 * d5
-        q6 += d6 * d6
-        q7 += d7 * d7
-    q = ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))
-    for i in range(n8, n):
+    acc[:] = 0.0
+    for i in range(0, n32, 32):
+        for j in range(32):
+            d = x[i + j] - mean
+            acc[j] += d * d
+    q = _combine(acc)
+    for i in range(n32, n):
         d = x[i] - mean
         q += d * d
     return mean, 1.0 / np.sqrt(q / n + eps)
 
 
 @njit(inline="always", **_OPTS)
-def _forward_row(x, w, b, y, center, has_w, has_b, eps):
-    mean, rstd = _centered_stats(x, center, eps)
+def _forward_row(x, w, b, y, center, has_w, has_b, eps, acc):
+    mean, rstd = _centered_stats(x, center, eps, acc)
     n = x.shape[0]
+    t = y.dtype.type
+    # xhat in float64 (x - mean loses nothing), the affine part in the input's dtype
     if has_w and has_b:
         for i in range(n):
-            y[i] = ((x[i] - mean) * rstd) * w[i] + b[i]
+            y[i] = t((x[i] - mean) * rstd) * w[i] + b[i]
     elif has_w:
         for i in range(n):
-            y[i] = ((x[i] - mean) * rstd) * w[i]
+            y[i] = t((x[i] - mean) * rstd) * w[i]
     else:
         for i in range(n):
             y[i] = (x[i] - mean) * rstd
     return mean, rstd
 
 
+@njit(inline="always", **_OPTS)
+def _forward_chunk(c, nchunks, x, w, b, y, mean, rstd, center, has_w, has_b, eps):
+    m = x.shape[0]
+    acc = _scratch()
+    for r in range(c * m // nchunks, (c + 1) * m // nchunks):
+        mean[r], rstd[r] = _forward_row(x[r], w, b, y[r], center, has_w, has_b, eps, acc)
+
+
 @njit(**_OPTS)
 def norm_forward_serial(x, w, b, y, mean, rstd, center, has_w, has_b, eps):
-    for r in range(x.shape[0]):
-        mean[r], rstd[r] = _forward_row(x[r], w, b, y[r], center, has_w, has_b, eps)
+    nchunks = row_chunks(x.shape[0])
+    for c in range(nchunks):
+        _forward_chunk(c, nchunks, x, w, b, y, mean, rstd, center, has_w, has_b, eps)
 
 
 @njit(parallel=True, **_OPTS)
 def norm_forward_parallel(x, w, b, y, mean, rstd, center, has_w, has_b, eps):
-    for r in prange(x.shape[0]):
-        mean[r], rstd[r] = _forward_row(x[r], w, b, y[r], center, has_w, has_b, eps)
+    nchunks = row_chunks(x.shape[0])
+    for c in prange(nchunks):
+        _forward_chunk(c, nchunks, x, w, b, y, mean, rstd, center, has_w, has_b, eps)
 
 
 @njit(inline="always", **_OPTS)
-def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db):
-    """dx of one row; adds dy*xhat to pdw and dy to pdb (float64 chunk partials)."""
+def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db, acc_g, acc_gx):
+    """dx of one row; adds dy*xhat to pdw and dy to pdb (float64 chunk partials).
+    ``acc_g``, ``acc_gx``: 32 float64 of scratch each."""
     n = x.shape[0]
-    n8 = n - n % 8
-    # sum(g) and sum(g * xhat), g = dy * w, over 8 lanes each
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = 0.0
-    for i in range(0, n8, 8):
-        g0 = dy[i] * (w[i] if has_w else 1.0)
-        g1 = dy[i + 1] * (w[i + 1] if has_w else 1.0)
-        g2 = dy[i + 2] * (w[i + 2] if has_w else 1.0)
-        g3 = dy[i + 3] * (w[i + 3] if has_w else 1.0)
-        g4 = dy[i + 4] * (w[i + 4] if has_w else 1.0)
-        g5 = dy[i + 5] * (w[i + 5] if has_w else 1.0)
-        g6 = dy[i + 6] * (w[i + 6] if has_w else 1.0)
-        g7 = dy[i + 7] * (w[i + 7] if has_w else 1.0)
-        a0 += g0
-        a1 += g1
-        a2 += g2
-        a3 += g3
-        a4 += g4
-        a5 += g5
-        a6 += g6
-        a7 += g7
-        c0 += g0 * ((x[i] - mean) * rstd)
-        c1 += g1 * ((x[i + 1] - mean) * rstd)
-        c2 += g2 * ((x[i + 2] - mean) * rstd)
-        c3 += g3 * ((x[i + 3] - mean) * rstd)
-        c4 += g4 * ((x[i + 4] - mean) * rstd)
-        c5 += g5 * ((x[i + 5] - mean) * rstd)
-        c6 += g6 * ((x[i + 6] - mean) * rstd)
-        c7 += g7 * ((x[i + 7] - mean) * rstd)
-    sg = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-    sgx = ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7))
-    for i in range(n8, n):
+    n32 = n - n % 32
+    # sum(g) and sum(g * xhat), g = dy * w, over 32 lanes each
+    acc_g[:] = 0.0
+    acc_gx[:] = 0.0
+    for i in range(0, n32, 32):
+        for j in range(32):
+            g = dy[i + j] * (w[i + j] if has_w else 1.0)
+            acc_g[j] += g
+            acc_gx[j] += g * ((x[i + j] - mean) * rstd)
+    sg = _combine(acc_g)
+    sgx = _combine(acc_gx)
+    for i in range(n32, n):
         g = dy[i] * (w[i] if has_w else 1.0)
         sg += g
         sgx += g * ((x[i] - mean) * rstd)
@@ -150,18 +149,20 @@ def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, wa
 @njit(inline="always", **_OPTS)
 def _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db):
     m = x.shape[0]
+    acc_g = _scratch()
+    acc_gx = _scratch()
     for r in range(c * m // nchunks, (c + 1) * m // nchunks):
-        _backward_row(dy[r], x[r], w, dx[r], np.float64(mean[r]), np.float64(rstd[r]), center, has_w,
-                      pdw[c], pdb[c], want_dw, want_db)
+        _backward_row(dy[r], x[r], w, dx[r], mean[r], rstd[r], center, has_w,
+                      pdw[c], pdb[c], want_dw, want_db, acc_g, acc_gx)
 
 
 @njit(inline="always", **_OPTS)
 def _sum_chunks(p, out):
-    for j in range(out.shape[0]):
-        s = 0.0
-        for c in range(p.shape[0]):
-            s += p[c, j]
-        out[j] = s
+    """out[j] = sum over chunks c, in order, of p[c, j] (walked chunk by chunk: rows are contiguous)."""
+    out[:] = 0.0
+    for c in range(p.shape[0]):
+        for j in range(out.shape[0]):
+            out[j] += p[c, j]
 
 
 @njit(**_OPTS)

@@ -1,0 +1,133 @@
+/* 32-lane float64 row sums, and the elementwise backward pass, with GCC/Clang vector extensions.
+ *
+ * The fixed summation order (shared with kernels/numba/norm.py, bit for bit):
+ * lane j (0 <= j < 32) accumulates elements 32k + j in order; lanes are combined as
+ * v[j] = (l[j] + l[8+j]) + (l[16+j] + l[24+j]) for j < 8, then
+ * ((v0+v1)+(v2+v3))+((v4+v5)+(v6+v7)); the tail (n % 32 elements) is added in order.
+ * Four independent 8-lane vectors hide the add latency. Vector arithmetic is lane-wise IEEE,
+ * so the result does not depend on the SIMD width the compiler picks (the extension is
+ * built with -ffp-contract=off: no fused multiply-adds).
+ */
+#include <stddef.h>
+#include <string.h>
+
+typedef double f64x8 __attribute__((vector_size(64)));
+typedef float f32x8 __attribute__((vector_size(32)));
+
+static inline f64x8 lanes_load_f32(const float *p) {
+    f32x8 v;
+    memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, f64x8);
+}
+
+static inline f64x8 lanes_load_f64(const double *p) {
+    f64x8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void lanes_store_f32(float *p, f64x8 v) {
+    f32x8 f = __builtin_convertvector(v, f32x8);
+    memcpy(p, &f, sizeof f);
+}
+
+static inline void lanes_store_f64(double *p, f64x8 v) {
+    memcpy(p, &v, sizeof v);
+}
+
+static inline double lanes_combine(f64x8 a0, f64x8 a1, f64x8 a2, f64x8 a3) {
+    f64x8 s = (a0 + a1) + (a2 + a3);
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* LANES_DEFINE(T, SUF) defines, for element type T:
+ *   lanes_sum_SUF(x, n)                        sum x
+ *   lanes_sqdev_SUF(x, n, mean)                sum (x - mean)^2
+ *   lanes_grad_SUF(dy, w, x, n, mean, rstd, &sg, &sgx)
+ *       sg = sum g, sgx = sum g * ((x - mean) * rstd), g = dy * w (w NULL: g = dy)
+ *   lanes_dx_SUF(dy, w, x, dx, n, mean, rstd, mg, mgx, pdw, pdb)
+ *       dx = ((g - mg) - xhat * mgx) * rstd, xhat = (x - mean) * rstd, in float64;
+ *       pdw += dy * xhat and pdb += dy where not NULL (elementwise: no order to keep)
+ */
+#define LANES_DEFINE(T, SUF)                                                                  \
+static inline double lanes_sum_##SUF(const T *x, ptrdiff_t n) {                               \
+    ptrdiff_t i, n32 = n - n % 32;                                                            \
+    f64x8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                             \
+    for (i = 0; i < n32; i += 32) {                                                           \
+        a0 += lanes_load_##SUF(x + i);                                                        \
+        a1 += lanes_load_##SUF(x + i + 8);                                                    \
+        a2 += lanes_load_##SUF(x + i + 16);                                                   \
+        a3 += lanes_load_##SUF(x + i + 24);                                                   \
+    }                                                                                         \
+    double t = lanes_combine(a0, a1, a2, a3);                                                 \
+    for (i = n32; i < n; i++) t += (double)x[i];                                              \
+    return t;                                                                                 \
+}                                                                                             \
+static inline double lanes_sqdev_##SUF(const T *x, ptrdiff_t n, double mean) {                \
+    ptrdiff_t i, n32 = n - n % 32;                                                            \
+    f64x8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, d0, d1, d2, d3;                             \
+    for (i = 0; i < n32; i += 32) {                                                           \
+        d0 = lanes_load_##SUF(x + i) - mean;                                                  \
+        d1 = lanes_load_##SUF(x + i + 8) - mean;                                              \
+        d2 = lanes_load_##SUF(x + i + 16) - mean;                                             \
+        d3 = lanes_load_##SUF(x + i + 24) - mean;                                             \
+        a0 += d0 * d0;                                                                        \
+        a1 += d1 * d1;                                                                        \
+        a2 += d2 * d2;                                                                        \
+        a3 += d3 * d3;                                                                        \
+    }                                                                                         \
+    double t = lanes_combine(a0, a1, a2, a3);                                                 \
+    for (i = n32; i < n; i++) {                                                               \
+        double d = (double)x[i] - mean;                                                       \
+        t += d * d;                                                                           \
+    }                                                                                         \
+    return t;                                                                                 \
+}                                                                                             \
+static inline f64x8 lanes_g_##SUF(const T *dy, const T *w, ptrdiff_t i) {                     \
+    f64x8 g = lanes_load_##SUF(dy + i);                                                       \
+    return w ? g * lanes_load_##SUF(w + i) : g;                                               \
+}                                                                                             \
+static inline void lanes_grad_##SUF(const T *dy, const T *w, const T *x, ptrdiff_t n,         \
+                                    double mean, double rstd, double *sg, double *sgx) {      \
+    ptrdiff_t i, j, n32 = n - n % 32;                                                         \
+    f64x8 a[4] = {{0}, {0}, {0}, {0}}, c[4] = {{0}, {0}, {0}, {0}};                           \
+    for (i = 0; i < n32; i += 32) {                                                           \
+        for (j = 0; j < 4; j++) {                                                             \
+            f64x8 g = lanes_g_##SUF(dy, w, i + 8 * j);                                        \
+            a[j] += g;                                                                        \
+            c[j] += g * ((lanes_load_##SUF(x + i + 8 * j) - mean) * rstd);                    \
+        }                                                                                     \
+    }                                                                                         \
+    double ta = lanes_combine(a[0], a[1], a[2], a[3]);                                        \
+    double tc = lanes_combine(c[0], c[1], c[2], c[3]);                                        \
+    for (i = n32; i < n; i++) {                                                               \
+        double g = w ? (double)dy[i] * (double)w[i] : (double)dy[i];                          \
+        ta = ta + g;                                                                          \
+        tc = tc + g * (((double)x[i] - mean) * rstd);                                         \
+    }                                                                                         \
+    *sg = ta;                                                                                 \
+    *sgx = tc;                                                                                \
+}                                                                                             \
+static inline void lanes_dx_##SUF(const T *dy, const T *w, const T *x, T *dx, ptrdiff_t n,    \
+                                  double mean, double rstd, double mg, double mgx,            \
+                                  double *pdw, double *pdb) {                                 \
+    ptrdiff_t i, n8 = n - n % 8;                                                              \
+    for (i = 0; i < n8; i += 8) {                                                             \
+        f64x8 d = lanes_load_##SUF(dy + i);                                                   \
+        f64x8 xhat = (lanes_load_##SUF(x + i) - mean) * rstd;                                 \
+        f64x8 g = w ? d * lanes_load_##SUF(w + i) : d;                                        \
+        lanes_store_##SUF(dx + i, ((g - mg) - xhat * mgx) * rstd);                            \
+        if (pdw) lanes_store_f64(pdw + i, lanes_load_f64(pdw + i) + d * xhat);                \
+        if (pdb) lanes_store_f64(pdb + i, lanes_load_f64(pdb + i) + d);                       \
+    }                                                                                         \
+    for (i = n8; i < n; i++) {                                                                \
+        double d = (double)dy[i], xhat = ((double)x[i] - mean) * rstd;                        \
+        double g = w ? d * (double)w[i] : d;                                                  \
+        dx[i] = (T)(((g - mg) - xhat * mgx) * rstd);                                          \
+        if (pdw) pdw[i] += d * xhat;                                                          \
+        if (pdb) pdb[i] += d;                                                                 \
+    }                                                                                         \
+}
+
+LANES_DEFINE(float, f32)
+LANES_DEFINE(double, f64)
