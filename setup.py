@@ -12,11 +12,16 @@ from setuptools import Extension, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULES = ["norm"]
 
+# The kernels are built for the CPU that builds them (like numba's JIT); set
+# FASTNORM_ARCH_FLAGS="" (or e.g. "-march=x86-64-v3") for a binary that runs on other CPUs.
+# The SIMD width never changes results: the kernels fix their lanes and summation order.
+ARCH_FLAGS = os.environ.get("FASTNORM_ARCH_FLAGS", "-march=native").split()
+
 if sys.platform == "win32":
     compile_args, link_args = ["/O2", "/openmp", "/fp:strict"], []
 else:
     # -ffp-contract=off: no fused multiply-adds, so results match the numba backend bit for bit.
-    compile_args = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
+    compile_args = ["-O3", *ARCH_FLAGS, "-fopenmp", "-ffp-contract=off", "-fno-fast-math"]
     link_args = ["-fopenmp"]
 
 extensions = [

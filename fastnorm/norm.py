@@ -38,10 +38,10 @@ def _rows(x, axis):
 
 def _forward(x, weight, bias, axis, eps, out, center):
     """(y, mean, rstd); mean/rstd float64 of shape x.shape[:axis]."""
-    if out is None and axis == -1:
+    if axis == -1:
         small = kernels("norm").norm_forward_small  # per-call latency: see kernels/cython
         if small is not None:
-            r = small(x, weight, bias, eps, center, PARALLEL_MIN_WORK)
+            r = small(x, weight, bias, out, eps, center, PARALLEL_MIN_WORK)
             if r is not None:
                 return r
     x, x2, axis, m, n = _rows(x, axis)
@@ -54,7 +54,7 @@ def _forward(x, weight, bias, axis, eps, out, center):
         out = target = np.empty(shape, dt)
     else:
         out = v.out_array(out, shape, dt)
-        target = v.kernel_target(out, x)
+        target = v.kernel_target(out, x, w, b)
     mean = np.empty(shape[:axis], _F64)
     rstd = np.empty(shape[:axis], _F64)
     if not x2.size:
@@ -64,7 +64,7 @@ def _forward(x, weight, bias, axis, eps, out, center):
     if b is not None and w is None:
         w = np.ones(shape[axis:], dt)
     kernels("norm").norm_forward(
-        x2, _NONE[dt] if w is None else w, _NONE[dt] if b is None else b,
+        x2, _NONE[dt] if w is None else w.reshape(n), _NONE[dt] if b is None else b.reshape(n),
         target if target.ndim == 2 and axis == 1 else target.reshape(m, n),
         mean if axis == 1 else mean.reshape(m), rstd if axis == 1 else rstd.reshape(m),
         center, w is not None, b is not None, eps, threads_for(x2.size))
@@ -93,7 +93,7 @@ def _backward(dy, x, weight, bias, axis, eps, out, stats, center):
         out = target = np.empty(shape, dt)
     else:
         out = v.out_array(out, shape, dt)
-        target = v.kernel_target(out, x, dy)
+        target = v.kernel_target(out, x, dy, w)
     if stats is None:
         _, mean, rstd = _forward(x2, None, None, 1, eps, None, center)
     elif center:
@@ -107,12 +107,12 @@ def _backward(dy, x, weight, bias, axis, eps, out, stats, center):
                 raise ValueError("stats must be the invrms array returned with return_stats=True")
             stats = stats[0]
         rstd = _stats_array(stats, "stats (invrms)", shape[:axis], m)
-        mean = rstd  # unused when not centering
+        mean = np.zeros(m, _F64)  # RMSNorm does not center
     dw = np.zeros(n if w is not None else 0, _F64)
     db = np.zeros(n if b is not None else 0, _F64)
     if x2.size:
         kernels("norm").norm_backward(
-            v.contiguous(dy).reshape(m, n), x2, _NONE[dt] if w is None else w,
+            v.contiguous(dy).reshape(m, n), x2, _NONE[dt] if w is None else w.reshape(n),
             target.reshape(m, n), dw, db, mean, rstd, center, w is not None,
             w is not None, b is not None, threads_for(x2.size))
     dx = v.finish(out, target)

@@ -196,12 +196,45 @@ cdef inline bint _param_ok(object p, int typenum, Py_ssize_t n):
             and cnp.PyArray_ISNOTSWAPPED(a))
 
 
-def norm_forward_small(object x, object w, object b, double eps, bint center, Py_ssize_t max_size):
+cdef inline bint _disjoint(cnp.ndarray a, object p):
+    """p (None or an array) shares no bytes with a."""
+    if p is None:
+        return True
+    cdef char* ab = <char*>cnp.PyArray_DATA(a)
+    cdef char* pb = <char*>cnp.PyArray_DATA(<cnp.ndarray>p)
+    return ab + cnp.PyArray_NBYTES(a) <= pb or pb + cnp.PyArray_NBYTES(<cnp.ndarray>p) <= ab
+
+
+cdef inline bint _out_ok(object out, cnp.ndarray x, object w, object b):
+    """out is None, or a writeable C-contiguous native array like x that is x itself or
+    shares no memory with it, and shares none with w and b (checked C-contiguous arrays)."""
+    if out is None:
+        return True
+    if type(out) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray o = <cnp.ndarray>out
+    cdef int d
+    if out is not x:
+        if (cnp.PyArray_TYPE(o) != cnp.PyArray_TYPE(x) or cnp.PyArray_NDIM(o) != cnp.PyArray_NDIM(x)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(o) or not cnp.PyArray_ISNOTSWAPPED(o)
+                or not cnp.PyArray_ISWRITEABLE(o) or not _disjoint(o, x)):
+            return False
+        for d in range(cnp.PyArray_NDIM(x)):
+            if cnp.PyArray_DIM(o, d) != cnp.PyArray_DIM(x, d):
+                return False
+    elif not cnp.PyArray_ISWRITEABLE(o):
+        return False
+    return _disjoint(o, w) and _disjoint(o, b)
+
+
+def norm_forward_small(object x, object w, object b, object out, double eps, bint center,
+                       Py_ssize_t max_size):
     """Entry for small inputs in the common case, for per-call latency: normalizes over the
     last axis of a C-contiguous native float array with fewer than ``max_size`` elements,
-    allocating y and the float64 statistics here, single-threaded. Returns (y, mean, rstd), or
-    None when the inputs are anything else (the caller then validates and runs the general
-    path, which raises the errors)."""
+    into ``out`` (x itself, a disjoint array, or None: allocated here) with the float64
+    statistics allocated here, single-threaded. Returns (y, mean, rstd), or None when the
+    inputs are anything else (the caller then validates and runs the general path, which
+    raises the errors)."""
     if type(x) is not cnp.ndarray:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
@@ -213,10 +246,11 @@ def norm_forward_small(object x, object w, object b, double eps, bint center, Py
     cdef Py_ssize_t size = cnp.PyArray_SIZE(xa), n = cnp.PyArray_DIM(xa, nd - 1)
     if size == 0 or size >= max_size or not eps >= 0.0:
         return None
-    if not _param_ok(w, t, n) or not _param_ok(b, t, n) or (w is None and b is not None):
+    if (not _param_ok(w, t, n) or not _param_ok(b, t, n) or (w is None and b is not None)
+            or not _out_ok(out, xa, w, b)):
         return None
     cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(xa)
-    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, dims, t, 0)
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(nd, dims, t, 0) if out is None else <cnp.ndarray>out
     cdef cnp.ndarray mean = cnp.PyArray_EMPTY(nd - 1, dims, cnp.NPY_FLOAT64, 0)
     cdef cnp.ndarray rstd = cnp.PyArray_EMPTY(nd - 1, dims, cnp.NPY_FLOAT64, 0)
     cdef void* pw = NULL if w is None else cnp.PyArray_DATA(<cnp.ndarray>w)

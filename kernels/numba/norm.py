@@ -78,14 +78,16 @@ def _centered_stats(x, center, eps, acc):
 def _forward_row(x, w, b, y, center, has_w, has_b, eps, acc):
     mean, rstd = _centered_stats(x, center, eps, acc)
     n = x.shape[0]
-    t = y.dtype.type
-    # xhat in float64 (x - mean loses nothing), the affine part in the input's dtype
+    # xhat in float64 (x - mean loses nothing), rounded to y's dtype, then the affine part in
+    # that dtype (y[i] holds the rounded xhat; reading x[i] first keeps y is x safe)
     if has_w and has_b:
         for i in range(n):
-            y[i] = t((x[i] - mean) * rstd) * w[i] + b[i]
+            y[i] = (x[i] - mean) * rstd
+            y[i] = y[i] * w[i] + b[i]
     elif has_w:
         for i in range(n):
-            y[i] = t((x[i] - mean) * rstd) * w[i]
+            y[i] = (x[i] - mean) * rstd
+            y[i] = y[i] * w[i]
     else:
         for i in range(n):
             y[i] = (x[i] - mean) * rstd
@@ -137,13 +139,14 @@ def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, wa
     mg = sg / n if center else 0.0
     mgx = sgx / n
     for i in range(n):
+        d = np.float64(dy[i])  # read before dx[i] is written: dx may be dy
         xhat = (x[i] - mean) * rstd
-        g = dy[i] * (w[i] if has_w else 1.0)
+        g = d * (w[i] if has_w else 1.0)
         dx[i] = ((g - mg) - xhat * mgx) * rstd
         if want_dw:
-            pdw[i] += dy[i] * xhat
+            pdw[i] += d * xhat
         if want_db:
-            pdb[i] += dy[i]
+            pdb[i] += d
 
 
 @njit(inline="always", **_OPTS)

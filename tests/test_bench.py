@@ -1,0 +1,103 @@
+"""fastnorm.bench: the command line runs, and every comparison implementation it times computes
+what fastnorm computes (a benchmark against a wrong baseline would be meaningless)."""
+import importlib.util
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnorm
+from fastnorm import bench
+
+import reference as ref
+
+OPS = list(bench.ops().values())
+CASES = bench.cases(quick=True)
+
+
+HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+def _cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "fastnorm", "bench", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """(process, plot path): one ``bench --quick`` run, with ``--plot`` when matplotlib is
+    installed (one run serves both tests: each costs seconds)."""
+    path = tmp_path_factory.mktemp("bench") / "bench.png"
+    return _cli("--quick", *(["--plot", str(path)] if HAVE_MATPLOTLIB else [])), path
+
+
+def test_quick_run_prints_the_table(quick_run):
+    proc, _ = quick_run
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("threads ") and "copy bandwidth" in lines[0]
+    assert lines[1].split() == ["op", "shape", "dtype", "backend", "time", "GB/s", "%", "copy",
+                                "vs", "numpy", "vs", "torch", "vs", "ort"]
+    body = [line.split()[0] for line in lines[3:]]
+    for op in OPS:
+        assert op.name in body
+    assert "done" in proc.stderr  # the progress bar finished
+
+
+@pytest.mark.skipif(not HAVE_MATPLOTLIB, reason="matplotlib is not installed")
+def test_plot_writes_a_png(quick_run):
+    proc, path = quick_run
+    assert proc.returncode == 0, proc.stderr
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_op_is_refused():
+    proc = _cli("--quick", "--ops", "no_such_op")
+    assert proc.returncode != 0 and "no_such_op" in proc.stderr
+
+
+def test_register_refuses_a_taken_name_an_unknown_or_a_missing_baseline():
+    op = OPS[0]
+    with pytest.raises(ValueError, match="already registered"):
+        bench.register(op)
+    numpy = op.baselines["numpy"]
+    for baselines, message in (({"numpy": numpy, "jax": numpy}, "unknown baselines"),
+                               ({}, "needs a numpy baseline")):
+        with pytest.raises(ValueError, match=message):
+            bench.register(bench.Op("new_op", op.make_inputs, op.fastnorm, op.nbytes, baselines))
+    assert "new_op" not in bench.ops()
+
+
+def _arrays(result):
+    """A call's outputs as a tuple of NumPy arrays (torch tensors and ORT lists included)."""
+    items = result if isinstance(result, (tuple, list)) else (result,)
+    return tuple(np.asarray(t.detach() if hasattr(t, "detach") else t) for t in items)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_backward_inputs_carry_the_forwards_statistics(case):
+    inputs = case.inputs()
+    if "stats" not in inputs:
+        pytest.skip("a forward op")
+    stats_of = ref.layer_norm_stats if "bias" in inputs else ref.rms_norm_stats
+    expected = stats_of(inputs["x"], eps=inputs["eps"])
+    got = inputs["stats"] if isinstance(inputs["stats"], tuple) else (inputs["stats"],)
+    for g, e in zip(got, expected if isinstance(expected, tuple) else (expected,), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
+@pytest.mark.parametrize("baseline", list(bench.BASELINES))
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_baselines_agree_with_fastnorm(case, baseline):
+    if baseline not in case.op.baselines:
+        pytest.skip(f"{case.op.name} has no {baseline} baseline")
+    if not bench.baseline_available(baseline):
+        pytest.skip(f"{baseline} is not installed")
+    inputs = case.inputs()
+    ours = _arrays(case.op.fastnorm(inputs)())
+    theirs = _arrays(case.op.baselines[baseline](inputs, fastnorm.get_num_threads())())
+    assert len(theirs) == len(ours)
+    for t, o in zip(theirs, ours):
+        assert t.shape == o.shape
+        np.testing.assert_allclose(t, o, rtol=1e-4, atol=1e-4 * np.abs(o).max())
