@@ -2,6 +2,7 @@
 
 Everything else (metadata, packages) is in pyproject.toml.
 """
+import glob
 import os
 import sys
 
@@ -10,7 +11,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODULES = ["norm"]
+# one extension per kernels/cython/*.pyx, installed as fastnorm.kernels.cython.<name>
+MODULES = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(HERE, "kernels", "cython", "*.pyx")))
 
 # The kernels are built for the CPU that builds them (like numba's JIT); set
 # FASTNORM_ARCH_FLAGS="" (or e.g. "-march=x86-64-v3") for a binary that runs on other CPUs.
@@ -29,7 +31,7 @@ extensions = [
         f"fastnorm.kernels.cython.{name}",
         [os.path.join("kernels", "cython", f"{name}.pyx")],
         include_dirs=[np.get_include(), os.path.join(HERE, "kernels", "cython")],
-        depends=[os.path.join("kernels", "cython", "lanes.h")],
+        depends=glob.glob(os.path.join("kernels", "cython", "*.h")),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

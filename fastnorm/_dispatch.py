@@ -3,7 +3,7 @@
 The public API asks ``kernels(group)`` for the active CPU backend's kernels of a group
 (``"norm"``, ...) and calls them with ``nthreads=threads_for(work)``. Both backends expose the
 same function names and signatures. Arrays on a CUDA device are recognized by
-``on_device`` and routed by ``device_variant`` to fastnorm._cuda.
+``on_device`` and routed by ``device_variant`` to the fastnorm._cuda_<module> of the op.
 
 Safety when embedded (many Python threads, ``fork``):
 - Numba: its default ``workqueue`` threading layer aborts the process when two threads run a
@@ -177,16 +177,16 @@ def on_device(a):
 
 
 def device_variant(fn):
-    """Route calls whose first array argument lives on a CUDA device to the function of the
-    same name in fastnorm._cuda, which runs the numba.cuda kernel and returns device arrays."""
+    """Route calls whose first array argument lives on a CUDA device to the numba.cuda
+    implementation of the same name: ``fastnorm.X.f`` goes to ``fastnorm._cuda_X.f``, which
+    takes the same arguments and returns device arrays."""
     name = fn.__name__
+    device_module = "fastnorm._cuda_" + fn.__module__.rsplit(".", 1)[-1]
 
     def wrapper(x, *args, **kwargs):
         if type(x) is _ndarray or not on_device(x):
             return fn(x, *args, **kwargs)
-        from . import _cuda
-
-        return getattr(_cuda, name)(x, *args, **kwargs)
+        return getattr(importlib.import_module(device_module), name)(x, *args, **kwargs)
 
     wrapper.__name__ = fn.__name__
     wrapper.__qualname__ = fn.__qualname__

@@ -2,7 +2,9 @@
 
 Every op takes and returns NumPy arrays (or CUDA device arrays, which stay on the device);
 see each function's docstring for its formula and its PyTorch/ONNX/SciPy counterpart.
+One module per family of ops; each lists its public functions in ``__all__``.
 """
-from .norm import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+from . import norm
+from .norm import *  # noqa: F401,F403
 
-__all__ = ["layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward"]
+__all__ = [*norm.__all__]

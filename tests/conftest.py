@@ -79,8 +79,12 @@ def _far_in_buffer(a):
     return view
 
 
+def _c_copy(a):
+    return np.array(a, order="C", copy=True)
+
+
 LAYOUTS = {
-    "C": np.ascontiguousarray,
+    "C": _c_copy,
     "F": _fortran,
     "transposed": _transposed,
     "negative_strides": _negative_strides,

@@ -331,6 +331,38 @@ def test_backward_in_place_out_dy(backend, dtype, op):
 
 
 @pytest.mark.parametrize("op", OPS)
+def test_in_place_in_every_layout(backend, dtype, layout, op):
+    """out=x (forward) and out=dy (backward) for x/dy in each layout: same bits as a fresh out,
+    and nothing written outside the view (the strided/offset layouts' NaN guards stay)."""
+    name, make = layout
+    if name == "byteswapped":
+        pytest.skip("out must have the native dtype")
+    rng = np.random.default_rng(17)
+    xc = rng.standard_normal((4, 6, 24)).astype(dtype)
+    dyc = rng.standard_normal(xc.shape).astype(dtype)
+    params = make_params(op, "wb", xc.shape[-1:], dtype, rng)
+    want_y = forward(op)(xc, *params)
+    want_g = backward(op)(dyc, xc, *params)
+
+    def guards(a):  # NaNs around the view in its root buffer (strided, far_in_buffer)
+        while isinstance(a.base, np.ndarray):
+            a = a.base
+        return np.isnan(a).sum() if a.dtype == dtype else 0
+
+    x = make(xc)
+    before = guards(x)
+    assert forward(op)(x, *params, out=x) is x
+    assert_bitwise(np.ascontiguousarray(x), want_y)
+    assert guards(x) == before
+    x, dy = make(xc), make(dyc)
+    before = guards(dy)
+    g = backward(op)(dy, x, *params, out=dy)
+    assert g[0] is dy
+    assert_all_bitwise((np.ascontiguousarray(dy),) + g[1:], want_g)
+    assert guards(dy) == before
+
+
+@pytest.mark.parametrize("op", OPS)
 def test_out_overlapping_weight(backend, op):
     """out sharing memory with weight: the result must be as if weight were read first."""
     rng = np.random.default_rng(12)

@@ -1,0 +1,17 @@
+"""Stateful layers: thin wrappers around fastnorm.functional with PyTorch's names.
+
+Each layer: ``y = layer(x)``; ``dx = layer.backward(dy)`` (uses what the last forward in
+training mode cached and fills ``layer.grads``, same keys as ``layer.params``). The cache holds
+a reference to the forward's input, as torch's autograd does: modify that array before
+``backward`` and the gradient is of the modified values; ``.train()``, ``.eval()``,
+``.training``; ``.params`` (name -> array, updated in place by optimizers);
+``state_dict()`` / ``load_state_dict(d)`` with PyTorch's key names, so
+``{k: t.numpy() for k, t in torch_module.state_dict().items()}`` loads as-is.
+
+One module per family of layers; each lists its layers in ``__all__``.
+"""
+from . import _module, norm
+from ._module import *  # noqa: F401,F403
+from .norm import *  # noqa: F401,F403
+
+__all__ = [*_module.__all__, *norm.__all__]
