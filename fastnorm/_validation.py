@@ -63,12 +63,14 @@ def check_eps(eps):
 
 
 def out_array(out, shape, dtype, name="out"):
-    """Check a caller's ``out`` (before anything is written) or allocate one."""
+    """Check a caller's ``out`` (before anything is written) or allocate one. An ``out`` of the
+    right dtype in the other byte order is accepted (the kernel writes a scratch array that is
+    copied into it): in place on a byte-swapped input works."""
     if out is None:
         return np.empty(shape, dtype)
     if type(out) is not np.ndarray:
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != dtype:
+    if out.dtype != dtype and out.dtype.newbyteorder("=") != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
     if out.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
@@ -78,9 +80,9 @@ def out_array(out, shape, dtype, name="out"):
 
 
 def kernel_target(out, *inputs):
-    """The C-contiguous array a kernel may write for ``out``: ``out`` itself when it is
-    C-contiguous and either is one of the (contiguous) inputs or overlaps none of them, else a
-    scratch array whose contents the caller copies into ``out`` afterwards."""
+    """The C-contiguous native array a kernel may write for ``out``: ``out`` itself when it is
+    C-contiguous, native and either is one of the (contiguous) inputs or overlaps none of
+    them, else a scratch array whose contents ``finish`` copies into ``out`` afterwards."""
     if out.flags.c_contiguous and out.dtype.isnative:
         for a in inputs:
             if a is not None and a is not out and np.may_share_memory(a, out):
@@ -88,7 +90,7 @@ def kernel_target(out, *inputs):
                         and a.strides == out.strides and a.shape == out.shape):
                     return np.empty(out.shape, out.dtype)
         return out
-    return np.empty(out.shape, out.dtype)
+    return np.empty(out.shape, out.dtype.newbyteorder("="))
 
 
 def finish(out, target):
