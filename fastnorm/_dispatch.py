@@ -21,8 +21,10 @@ import threading
 import numpy as np
 
 BACKENDS = ("cython", "numba")
-# Below this many elements a call runs single-threaded: a thread-pool launch costs more.
+# Below this many elements a call runs single-threaded: a thread-pool launch costs more
+# (an OpenMP launch costs microseconds; numba's workqueue launch ~100 us).
 PARALLEL_MIN_WORK = 1 << 16
+NUMBA_PARALLEL_MIN_WORK = 1 << 19
 
 _lock = threading.Lock()  # guards numba parallel launches (workqueue is not thread-safe)
 _state = {"backend": None, "threads": None, "omp_used": False, "omp_broken": False}
@@ -96,12 +98,12 @@ def get_num_threads():
 def threads_for(work):
     """Thread count for a call touching ``work`` elements: 1 for small ones, and 1 for the
     cython backend in a forked child whose parent ran an OpenMP region (libgomp would hang)."""
-    if work < PARALLEL_MIN_WORK:
-        return 1
     if (_state["backend"] or get_backend()) == "cython":
-        if _state["omp_broken"]:
+        if work < PARALLEL_MIN_WORK or _state["omp_broken"]:
             return 1
         _state["omp_used"] = True
+    elif work < NUMBA_PARALLEL_MIN_WORK:
+        return 1
     return _state["threads"] or get_num_threads()
 
 

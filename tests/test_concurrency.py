@@ -1,7 +1,7 @@
 """Many Python threads at once, and fork: each scenario runs in a subprocess, so an abort
 (numba's workqueue layer kills the process when two threads launch a parallel kernel at once,
 unless fastnorm serializes them) or a hang (libgomp in a forked child) fails one test instead
-of taking the suite down. Kernels run at sizes above PARALLEL_MIN_WORK, so the parallel paths
+of taking the suite down. Kernels run at sizes above both backends' parallel thresholds, so the parallel paths
 are the ones exercised."""
 import os
 import signal
@@ -25,8 +25,8 @@ PRELUDE = textwrap.dedent("""
     BACKEND = sys.argv[1]
     fastnorm.set_backend(BACKEND)
     fastnorm.set_num_threads(2)
-    SHAPE = (300, 257)
-    assert SHAPE[0] * SHAPE[1] >= _dispatch.PARALLEL_MIN_WORK
+    SHAPE = (300, 2050)
+    assert SHAPE[0] * SHAPE[1] >= max(_dispatch.PARALLEL_MIN_WORK, _dispatch.NUMBA_PARALLEL_MIN_WORK)
     rng = np.random.default_rng(0)
     DATA = {dt: tuple(rng.standard_normal(s).astype(dt) for s in (SHAPE, SHAPE, SHAPE[1:], SHAPE[1:]))
             for dt in (np.float32, np.float64)}

@@ -21,6 +21,8 @@ COMBOS = [("layer_norm", c) for c in ("wb", "w", "b", "")] + [("rms_norm", c) fo
 AXES = (-1, -2, 1)
 BIG = (300, 257)      # 77100 elements > PARALLEL_MIN_WORK; 300 rows > 256 row chunks; n % 8 != 0
 assert BIG[0] * BIG[1] > _dispatch.PARALLEL_MIN_WORK
+HUGE = (300, 2050)    # above numba's (higher) threshold too; n % 32 != 0
+assert HUGE[0] * HUGE[1] > _dispatch.NUMBA_PARALLEL_MIN_WORK
 
 
 def forward(op):
@@ -554,7 +556,8 @@ def _run_all(op, x, dy, params):
     return res + backward(op)(dy, x, *params)
 
 
-@pytest.mark.parametrize("shape", [(7, 19), (40, 2048), BIG], ids=["serial", "parallel_few_rows", "parallel"])
+@pytest.mark.parametrize("shape", [(7, 19), (40, 2048), BIG, HUGE],
+                         ids=["serial", "parallel_few_rows", "parallel", "parallel_numba"])
 @pytest.mark.parametrize("op,combo", [("layer_norm", "wb"), ("layer_norm", "b"), ("rms_norm", "w")])
 def test_bitwise_same_for_threads_and_backends(dtype, op, combo, shape):
     rng = np.random.default_rng(16)
