@@ -5,12 +5,19 @@ C-contiguous array into the same values in another memory layout (Fortran, trans
 negative strides, strided view, byte-swapped, unaligned, far into a larger buffer), and
 ``arrays()`` yields awkward values (NaN/inf rows, constant rows, empty arrays, a large offset
 from zero, tiny and huge magnitudes) in every one of those layouts.
-"""
-import numpy as np
-import pytest
 
-import fastnorm
-from fastnorm import _dispatch
+The CUDA kernels run in numba's CUDA simulator unless NUMBA_ENABLE_CUDASIM=0 is set (on a
+machine with a GPU); numba reads the variable at its first import, hence here.
+"""
+import os
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import fastnorm  # noqa: E402
+from fastnorm import _dispatch  # noqa: E402
 
 
 @pytest.fixture(params=_dispatch.BACKENDS)
