@@ -36,6 +36,22 @@ def _rows(x, axis):
     return x, x2, axis, m, n
 
 
+def _params_and_out(weight, bias, eps, out, x, axis, *inputs):
+    """The checks every row op shares: (weight, bias, eps, out, target) with weight/bias of
+    shape x.shape[axis:] and x's dtype (or None), and the array the kernel writes for out
+    (see _validation.kernel_target; ``inputs`` are what it must not overlap)."""
+    dt, shape = x.dtype, x.shape
+    w = v.param_array(weight, "weight", shape[axis:], dt)
+    b = v.param_array(bias, "bias", shape[axis:], dt)
+    eps = v.check_eps(eps)
+    if out is None:
+        out = target = np.empty(shape, dt)
+    else:
+        out = v.out_array(out, shape, dt)
+        target = v.kernel_target(out, x, w, b, *inputs)
+    return w, b, eps, out, target
+
+
 def _forward(x, weight, bias, axis, eps, out, center):
     """(y, mean, rstd); mean/rstd float64 of shape x.shape[:axis]."""
     if axis == -1:
@@ -45,16 +61,8 @@ def _forward(x, weight, bias, axis, eps, out, center):
             if r is not None:
                 return r
     x, x2, axis, m, n = _rows(x, axis)
-    dt = x.dtype
-    shape = x.shape
-    w = v.param_array(weight, "weight", shape[axis:], dt)
-    b = v.param_array(bias, "bias", shape[axis:], dt)
-    eps = v.check_eps(eps)
-    if out is None:
-        out = target = np.empty(shape, dt)
-    else:
-        out = v.out_array(out, shape, dt)
-        target = v.kernel_target(out, x, w, b)
+    dt, shape = x.dtype, x.shape
+    w, b, eps, out, target = _params_and_out(weight, bias, eps, out, x, axis)
     mean = np.empty(shape[:axis], _F64)
     rstd = np.empty(shape[:axis], _F64)
     if not x2.size:
@@ -80,20 +88,12 @@ def _stats_array(s, name, shape, m):
 
 def _backward(dy, x, weight, bias, axis, eps, out, stats, center):
     x, x2, axis, m, n = _rows(x, axis)
-    dt = x.dtype
-    shape = x.shape
+    dt, shape = x.dtype, x.shape
     dy = v.float_array(dy, "dy")
     v.same_shape(dy, "dy", x, "x")
     if dy.dtype != dt:
         raise TypeError(f"dy must have the dtype of x ({dt}), got {dy.dtype}")
-    w = v.param_array(weight, "weight", shape[axis:], dt)
-    b = v.param_array(bias, "bias", shape[axis:], dt)
-    eps = v.check_eps(eps)
-    if out is None:
-        out = target = np.empty(shape, dt)
-    else:
-        out = v.out_array(out, shape, dt)
-        target = v.kernel_target(out, x, dy, w)
+    w, b, eps, out, target = _params_and_out(weight, bias, eps, out, x, axis, dy)
     if stats is None:
         _, mean, rstd = _forward(x2, None, None, 1, eps, None, center)
     elif center:

@@ -168,29 +168,34 @@ def _sum_chunks(p, out):
             out[j] += p[c, j]
 
 
-@njit(**_OPTS)
-def norm_backward_serial(dy, x, w, dx, dw, db, mean, rstd, center, has_w, want_dw, want_db):
-    m, n = x.shape
+@njit(inline="always", **_OPTS)
+def _chunk_partials(m, n, want_dw, want_db):
+    """(nchunks, dweight partials, dbias partials): one float64 row per chunk where wanted."""
     nchunks = row_chunks(m)
-    pdw = np.zeros((nchunks, n if want_dw else 0))
-    pdb = np.zeros((nchunks, n if want_db else 0))
-    for c in range(nchunks):
-        _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db)
+    return nchunks, np.zeros((nchunks, n if want_dw else 0)), np.zeros((nchunks, n if want_db else 0))
+
+
+@njit(inline="always", **_OPTS)
+def _finish_columns(pdw, pdb, dw, db, want_dw, want_db):
     if want_dw:
         _sum_chunks(pdw, dw)
     if want_db:
         _sum_chunks(pdb, db)
+
+
+# The serial/parallel pairs differ in range/prange alone; they stay two functions because
+# numba's disk cache keys on the function, so one body compiled both ways would collide.
+@njit(**_OPTS)
+def norm_backward_serial(dy, x, w, dx, dw, db, mean, rstd, center, has_w, want_dw, want_db):
+    nchunks, pdw, pdb = _chunk_partials(x.shape[0], x.shape[1], want_dw, want_db)
+    for c in range(nchunks):
+        _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db)
+    _finish_columns(pdw, pdb, dw, db, want_dw, want_db)
 
 
 @njit(parallel=True, **_OPTS)
 def norm_backward_parallel(dy, x, w, dx, dw, db, mean, rstd, center, has_w, want_dw, want_db):
-    m, n = x.shape
-    nchunks = row_chunks(m)
-    pdw = np.zeros((nchunks, n if want_dw else 0))
-    pdb = np.zeros((nchunks, n if want_db else 0))
+    nchunks, pdw, pdb = _chunk_partials(x.shape[0], x.shape[1], want_dw, want_db)
     for c in prange(nchunks):
         _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db)
-    if want_dw:
-        _sum_chunks(pdw, dw)
-    if want_db:
-        _sum_chunks(pdb, db)
+    _finish_columns(pdw, pdb, dw, db, want_dw, want_db)
