@@ -1,8 +1,8 @@
 """Backend selection, thread count, and the one place that calls kernels.
 
 The public API asks ``kernels(group)`` for the active CPU backend's kernels of a group
-(``"norm"``, ...) and calls them with ``nthreads=threads_for(work)``. Both backends expose the
-same function names and signatures. Arrays on a CUDA device are recognized by
+(``"norm"``, ...) and calls them with ``threads_for(work)`` as the last argument. Both
+backends expose the same function names and signatures. Arrays on a CUDA device are recognized by
 ``on_device`` and routed by ``device_variant`` to the fastnorm._cuda_<module> of the op.
 
 Safety when embedded (many Python threads, ``fork``):
