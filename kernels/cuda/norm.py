@@ -4,8 +4,15 @@ The same formulas as kernels/numba/norm.py on C-contiguous (m, n) device arrays,
 being LayerNorm with the mean fixed at 0 (``center=False``). Forward and the dx part of the
 backward run one block per row; thread t accumulates elements t, t + THREADS, ... in order in
 float64, then a shared-memory tree in a fixed order combines the threads: deterministic from
-run to run (not bitwise equal to the CPU backends, whose order differs). dweight/dbias: one
+run to run (not bitwise equal to the CPU backends: the order differs, and NVVM contracts
+multiply-adds into FMAs, which the CPU kernels avoid). dweight/dbias: one
 thread per column sums its column over the rows in order.
+
+Every load is converted to float64 (``float64(x[r, i])``) before any arithmetic. Compiled, numba
+would promote float32 to float64 anyway; the explicit conversion gives the CUDA simulator
+(Python scalars under NumPy 2's promotion rules, where ``0.0 + float32`` is float32) the
+same float64 arithmetic as the device. y is computed in float64 and rounded once to y's
+dtype (the CPU rounds xhat to y's dtype before the affine part: at most one ulp apart).
 """
 import math
 
@@ -42,15 +49,15 @@ def norm_forward(x, w, b, y, mean, rstd, center, has_w, has_b, eps):
     s = 0.0
     if center:
         for i in range(t, n, THREADS):
-            s += x[r, i]
+            s += float64(x[r, i])
     mu = _block_sum(buf, t, s) / n if center else 0.0
     q = 0.0
     for i in range(t, n, THREADS):
-        d = x[r, i] - mu
+        d = float64(x[r, i]) - mu
         q += d * d
     rs = 1.0 / math.sqrt(_block_sum(buf, t, q) / n + eps)
     for i in range(t, n, THREADS):
-        v = (x[r, i] - mu) * rs
+        v = (float64(x[r, i]) - mu) * rs
         if has_w:
             v = v * w[i]
         if has_b:
@@ -74,14 +81,14 @@ def norm_backward_rows(dy, x, w, dx, mean, rstd, center, has_w):
     sg = 0.0
     sgx = 0.0
     for i in range(t, n, THREADS):
-        g = dy[r, i] * (w[i] if has_w else 1.0)
+        g = float64(dy[r, i]) * (w[i] if has_w else 1.0)
         sg += g
-        sgx += g * ((x[r, i] - mu) * rs)
+        sgx += g * ((float64(x[r, i]) - mu) * rs)
     mg = _block_sum(buf, t, sg) / n if center else 0.0
     mgx = _block_sum(buf, t, sgx) / n
     for i in range(t, n, THREADS):
-        g = dy[r, i] * (w[i] if has_w else 1.0)
-        dx[r, i] = ((g - mg) - ((x[r, i] - mu) * rs) * mgx) * rs
+        g = float64(dy[r, i]) * (w[i] if has_w else 1.0)
+        dx[r, i] = ((g - mg) - ((float64(x[r, i]) - mu) * rs) * mgx) * rs
 
 
 @cuda.jit
@@ -93,8 +100,8 @@ def norm_backward_columns(dy, x, mean, rstd, dw, db, want_dw, want_db):
     sw = 0.0
     sb = 0.0
     for r in range(x.shape[0]):
-        d = dy[r, j]
-        sw += d * ((x[r, j] - mean[r]) * rstd[r])
+        d = float64(dy[r, j])
+        sw += d * ((float64(x[r, j]) - mean[r]) * rstd[r])
         sb += d
     if want_dw:
         dw[j] = sw
