@@ -1,0 +1,390 @@
+"""Batch-statistics loops (BatchNorm, InstanceNorm, GroupNorm, moments) for Numba's CPU target.
+
+Every array is C-contiguous; the data is viewed as x3 = (outer, C, inner) (no copy: NCHW is
+(N, C, H*W), channels-last is (N*H*W, C, 1), GroupNorm is (N, G, C/G*H*W)). Statistics are
+float64 partial moments (count, mean, m2) of fixed pieces, merged with Chan's formula in a
+fixed order, so the result depends on the shape alone, never on the thread count.
+
+Determinism contract (shared with kernels/cython/batch.pyx, bit for bit):
+- "segment" pieces: each (o, c) segment of ``inner`` elements is cut into pieces of ``chunk``
+  elements; a piece's mean is its 32-lane float64 sum (kernels/numba/norm.py ``_combine``, the
+  order of lanes.h) over its length, its m2 the 32-lane sum of squared deviations;
+  piece moments are stored at [o, piece, c];
+- "column" pieces (small ``inner``, e.g. channels-last): blocks of ``rb`` rows; each column
+  j = c * inner + i of a block is summed row by row in order (mean, then m2); stored at
+  [block, i, c];
+- ``merge_pieces`` merges the pieces of [g, :, c] in index order with Chan's formula::
+
+      n = na + nb, d = mb - ma, mean = ma + d * (nb / n), m2 = (m2a + m2b) + d * d * (na * nb / n)
+
+- gradient sums use the same pieces and plain sums in the same order;
+- the elementwise passes compute in float64 and round once; no fused multiply-adds.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .norm import _combine, _scratch
+
+_OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+
+
+@njit(inline="always", **_OPTS)
+def _work_chunks(items):
+    """Units of parallel work: a function of the item count alone."""
+    return min(items, 256)
+
+
+# ---------------------------------------------------------------- segment pieces
+
+
+@njit(inline="always", **_OPTS)
+def _piece_moments(x, acc):
+    """(mean, m2) of a contiguous 1-D piece: 32-lane sum, then 32-lane squared deviations."""
+    n = x.shape[0]
+    n32 = n - n % 32
+    acc[:] = 0.0
+    for i in range(0, n32, 32):
+        for j in range(32):
+            acc[j] += x[i + j]
+    s = _combine(acc)
+    for i in range(n32, n):
+        s += x[i]
+    mean = s / n
+    acc[:] = 0.0
+    for i in range(0, n32, 32):
+        for j in range(32):
+            d = x[i + j] - mean
+            acc[j] += d * d
+    q = _combine(acc)
+    for i in range(n32, n):
+        d = x[i] - mean
+        q += d * d
+    return mean, q
+
+
+@njit(inline="always", **_OPTS)
+def _segment_moments_chunk(k, nk, x, chunk, pmean, pm2):
+    outer, C, inner = x.shape
+    npieces = pmean.shape[1]
+    items = outer * C * npieces
+    acc = _scratch()
+    for it in range(k * items // nk, (k + 1) * items // nk):
+        p = it % npieces
+        oc = it // npieces
+        o = oc // C
+        c = oc % C
+        start = p * chunk
+        stop = min(inner, start + chunk)
+        pmean[o, p, c], pm2[o, p, c] = _piece_moments(x[o, c, start:stop], acc)
+
+
+@njit(**_OPTS)
+def segment_moments_serial(x, chunk, pmean, pm2):
+    nk = _work_chunks(x.shape[0] * x.shape[1] * pmean.shape[1])
+    for k in range(nk):
+        _segment_moments_chunk(k, nk, x, chunk, pmean, pm2)
+
+
+@njit(parallel=True, **_OPTS)
+def segment_moments_parallel(x, chunk, pmean, pm2):
+    nk = _work_chunks(x.shape[0] * x.shape[1] * pmean.shape[1])
+    for k in prange(nk):
+        _segment_moments_chunk(k, nk, x, chunk, pmean, pm2)
+
+
+@njit(inline="always", **_OPTS)
+def _piece_grad_sums(dy, x, mean, rstd, acc_g, acc_gx):
+    """(sum dy, sum dy * ((x - mean) * rstd)) of a piece, 32 lanes each (lanes.h's grad order)."""
+    n = x.shape[0]
+    n32 = n - n % 32
+    acc_g[:] = 0.0
+    acc_gx[:] = 0.0
+    for i in range(0, n32, 32):
+        for j in range(32):
+            g = np.float64(dy[i + j])
+            acc_g[j] += g
+            acc_gx[j] += g * ((x[i + j] - mean) * rstd)
+    sg = _combine(acc_g)
+    sgx = _combine(acc_gx)
+    for i in range(n32, n):
+        g = np.float64(dy[i])
+        sg += g
+        sgx += g * ((x[i] - mean) * rstd)
+    return sg, sgx
+
+
+@njit(inline="always", **_OPTS)
+def _segment_grad_chunk(k, nk, dy, x, mean, rstd, chunk, psg, psgx):
+    outer, C, inner = x.shape
+    npieces = psg.shape[1]
+    items = outer * C * npieces
+    acc_g = _scratch()
+    acc_gx = _scratch()
+    po = 1 if mean.shape[0] > 1 else 0
+    for it in range(k * items // nk, (k + 1) * items // nk):
+        p = it % npieces
+        oc = it // npieces
+        o = oc // C
+        c = oc % C
+        start = p * chunk
+        stop = min(inner, start + chunk)
+        psg[o, p, c], psgx[o, p, c] = _piece_grad_sums(
+            dy[o, c, start:stop], x[o, c, start:stop], mean[o * po, c], rstd[o * po, c], acc_g, acc_gx)
+
+
+@njit(**_OPTS)
+def segment_grad_sums_serial(dy, x, mean, rstd, chunk, psg, psgx):
+    nk = _work_chunks(x.shape[0] * x.shape[1] * psg.shape[1])
+    for k in range(nk):
+        _segment_grad_chunk(k, nk, dy, x, mean, rstd, chunk, psg, psgx)
+
+
+@njit(parallel=True, **_OPTS)
+def segment_grad_sums_parallel(dy, x, mean, rstd, chunk, psg, psgx):
+    nk = _work_chunks(x.shape[0] * x.shape[1] * psg.shape[1])
+    for k in prange(nk):
+        _segment_grad_chunk(k, nk, dy, x, mean, rstd, chunk, psg, psgx)
+
+
+# ---------------------------------------------------------------- column pieces
+# (``work``: the cython backend's scratch, unused here: numba allocates per block)
+
+
+@njit(inline="always", **_OPTS)
+def _column_moments_block(b, x, rb, pmean, pm2):
+    outer, C, inner = x.shape
+    ncols = C * inner
+    x2 = x.reshape(outer, ncols)
+    r0 = b * rb
+    r1 = min(outer, r0 + rb)
+    s = np.zeros(ncols)
+    for r in range(r0, r1):
+        for j in range(ncols):
+            s[j] += x2[r, j]
+    nr = r1 - r0
+    for j in range(ncols):
+        s[j] = s[j] / nr
+    q = np.zeros(ncols)
+    for r in range(r0, r1):
+        for j in range(ncols):
+            d = x2[r, j] - s[j]
+            q[j] += d * d
+    for c in range(C):
+        for i in range(inner):
+            pmean[b, i, c] = s[c * inner + i]
+            pm2[b, i, c] = q[c * inner + i]
+
+
+@njit(**_OPTS)
+def column_moments_serial(x, rb, pmean, pm2, work):
+    for b in range(pmean.shape[0]):
+        _column_moments_block(b, x, rb, pmean, pm2)
+
+
+@njit(parallel=True, **_OPTS)
+def column_moments_parallel(x, rb, pmean, pm2, work):
+    for b in prange(pmean.shape[0]):
+        _column_moments_block(b, x, rb, pmean, pm2)
+
+
+@njit(inline="always", **_OPTS)
+def _column_grad_block(b, dy, x, mean, rstd, rb, psg, psgx):
+    outer, C, inner = x.shape
+    ncols = C * inner
+    x2 = x.reshape(outer, ncols)
+    dy2 = dy.reshape(outer, ncols)
+    r0 = b * rb
+    r1 = min(outer, r0 + rb)
+    mu = np.empty(ncols)
+    rs = np.empty(ncols)
+    for j in range(ncols):
+        mu[j] = mean[0, j // inner]
+        rs[j] = rstd[0, j // inner]
+    sg = np.zeros(ncols)
+    sgx = np.zeros(ncols)
+    for r in range(r0, r1):
+        for j in range(ncols):
+            g = np.float64(dy2[r, j])
+            sg[j] += g
+            sgx[j] += g * ((x2[r, j] - mu[j]) * rs[j])
+    for c in range(C):
+        for i in range(inner):
+            psg[b, i, c] = sg[c * inner + i]
+            psgx[b, i, c] = sgx[c * inner + i]
+
+
+@njit(**_OPTS)
+def column_grad_sums_serial(dy, x, mean, rstd, rb, psg, psgx, work):
+    for b in range(psg.shape[0]):
+        _column_grad_block(b, dy, x, mean, rstd, rb, psg, psgx)
+
+
+@njit(parallel=True, **_OPTS)
+def column_grad_sums_parallel(dy, x, mean, rstd, rb, psg, psgx, work):
+    for b in prange(psg.shape[0]):
+        _column_grad_block(b, dy, x, mean, rstd, rb, psg, psgx)
+
+
+# ---------------------------------------------------------------- merging pieces
+
+
+@njit(inline="always", **_OPTS)
+def _merge_one(g, c, cnt, pmean, pm2, mean, m2):
+    na = 0.0
+    ma = 0.0
+    qa = 0.0
+    for k in range(cnt.shape[0]):
+        nb = cnt[k]
+        mb = pmean[g, k, c]
+        qb = pm2[g, k, c]
+        if na == 0.0:
+            na, ma, qa = nb, mb, qb
+        else:
+            n = na + nb
+            d = mb - ma
+            ma = ma + d * (nb / n)
+            qa = (qa + qb) + d * d * (na * nb / n)
+            na = n
+    mean[g, c] = ma
+    m2[g, c] = qa
+
+
+@njit(**_OPTS)
+def merge_pieces_serial(cnt, pmean, pm2, mean, m2):
+    G, _, C = pmean.shape
+    for gc in range(G * C):
+        _merge_one(gc // C, gc % C, cnt, pmean, pm2, mean, m2)
+
+
+@njit(parallel=True, **_OPTS)
+def merge_pieces_parallel(cnt, pmean, pm2, mean, m2):
+    G, _, C = pmean.shape
+    for gc in prange(G * C):
+        _merge_one(gc // C, gc % C, cnt, pmean, pm2, mean, m2)
+
+
+@njit(inline="always", **_OPTS)
+def _sum_one(g, c, p1, p2, s1, s2):
+    a = 0.0
+    b = 0.0
+    for k in range(p1.shape[1]):
+        a += p1[g, k, c]
+        b += p2[g, k, c]
+    s1[g, c] = a
+    s2[g, c] = b
+
+
+@njit(**_OPTS)
+def sum_pieces_serial(p1, p2, s1, s2):
+    G, _, C = p1.shape
+    for gc in range(G * C):
+        _sum_one(gc // C, gc % C, p1, p2, s1, s2)
+
+
+@njit(parallel=True, **_OPTS)
+def sum_pieces_parallel(p1, p2, s1, s2):
+    G, _, C = p1.shape
+    for gc in prange(G * C):
+        _sum_one(gc // C, gc % C, p1, p2, s1, s2)
+
+
+# ---------------------------------------------------------------- elementwise passes
+
+
+@njit(inline="always", **_OPTS)
+def _affine_segment(x, y, mu, sc, sh):
+    for i in range(x.shape[0]):
+        y[i] = (x[i] - mu) * sc + sh
+
+
+@njit(inline="always", **_OPTS)
+def _affine_row(o, x, mean, scale, shift, y):
+    """Row o of channels-last data (inner == 1): y[o, c] = (x - mean[c]) * scale[c] + shift[c]."""
+    po = o if mean.shape[0] > 1 else 0
+    xr = x[o, :, 0]
+    yr = y[o, :, 0]
+    mu = mean[po]
+    sc = scale[po]
+    sh = shift[po]
+    for c in range(xr.shape[0]):
+        yr[c] = (xr[c] - mu[c]) * sc[c] + sh[c]
+
+
+@njit(**_OPTS)
+def affine_apply_serial(x, mean, scale, shift, y):
+    outer, C, inner = x.shape
+    if inner == 1:
+        for o in range(outer):
+            _affine_row(o, x, mean, scale, shift, y)
+        return
+    po = 1 if mean.shape[0] > 1 else 0
+    for oc in range(outer * C):
+        o = oc // C
+        c = oc % C
+        _affine_segment(x[o, c], y[o, c], mean[o * po, c], scale[o * po, c], shift[o * po, c])
+
+
+@njit(parallel=True, **_OPTS)
+def affine_apply_parallel(x, mean, scale, shift, y):
+    outer, C, inner = x.shape
+    if inner == 1:
+        for o in prange(outer):
+            _affine_row(o, x, mean, scale, shift, y)
+        return
+    po = 1 if mean.shape[0] > 1 else 0
+    for oc in prange(outer * C):
+        o = oc // C
+        c = oc % C
+        _affine_segment(x[o, c], y[o, c], mean[o * po, c], scale[o * po, c], shift[o * po, c])
+
+
+@njit(inline="always", **_OPTS)
+def _grad_segment(dy, x, dx, mu, a, b, cc):
+    for i in range(x.shape[0]):
+        d = np.float64(dy[i])  # read before dx[i] is written: dx may be dy
+        dx[i] = (a * d + b * (x[i] - mu)) + cc
+
+
+@njit(inline="always", **_OPTS)
+def _grad_row(o, dy, x, mean, A, B, Cc, dx):
+    po = o if mean.shape[0] > 1 else 0
+    dyr = dy[o, :, 0]
+    xr = x[o, :, 0]
+    dxr = dx[o, :, 0]
+    mu = mean[po]
+    a = A[po]
+    b = B[po]
+    cc = Cc[po]
+    for c in range(xr.shape[0]):
+        d = np.float64(dyr[c])
+        dxr[c] = (a[c] * d + b[c] * (xr[c] - mu[c])) + cc[c]
+
+
+@njit(**_OPTS)
+def grad_apply_serial(dy, x, mean, A, B, Cc, dx):
+    outer, C, inner = x.shape
+    if inner == 1:
+        for o in range(outer):
+            _grad_row(o, dy, x, mean, A, B, Cc, dx)
+        return
+    po = 1 if mean.shape[0] > 1 else 0
+    for oc in range(outer * C):
+        o = oc // C
+        c = oc % C
+        q = o * po
+        _grad_segment(dy[o, c], x[o, c], dx[o, c], mean[q, c], A[q, c], B[q, c], Cc[q, c])
+
+
+@njit(parallel=True, **_OPTS)
+def grad_apply_parallel(dy, x, mean, A, B, Cc, dx):
+    outer, C, inner = x.shape
+    if inner == 1:
+        for o in prange(outer):
+            _grad_row(o, dy, x, mean, A, B, Cc, dx)
+        return
+    po = 1 if mean.shape[0] > 1 else 0
+    for oc in prange(outer * C):
+        o = oc // C
+        c = oc % C
+        q = o * po
+        _grad_segment(dy[o, c], x[o, c], dx[o, c], mean[q, c], A[q, c], B[q, c], Cc[q, c])
