@@ -171,10 +171,10 @@ def moments(x, axis=None):
     >>> x = np.arange(12.0).reshape(2, 3, 2)
     >>> m = fn.moments(x, (0, 2))
     >>> m.count, m.mean, m.var()
-    (4, array([4.5, 6.5, 8.5]), array([9.25, 9.25, 9.25]))
+    (4, array([3.5, 5.5, 7.5]), array([9.25, 9.25, 9.25]))
     >>> a, b = fn.moments(x[:1], (0, 2)), fn.moments(x[1:], (0, 2))
     >>> fn.merge_moments(a, b).mean
-    array([4.5, 6.5, 8.5])
+    array([3.5, 5.5, 7.5])
     """
     x = v.float_array(x, "x")
     red = _reduced_axes(axis, x.ndim)
@@ -619,8 +619,8 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, out=None, ret
     Examples
     --------
     >>> import numpy as np, fastnorm.functional as fn
-    >>> fn.group_norm(np.array([[[1.0], [3.0], [5.0], [5.0]]]), 2, eps=0.0).ravel()
-    array([-1.,  1.,  0.,  0.])
+    >>> fn.group_norm(np.array([[[1.0], [3.0], [4.0], [6.0]]]), 2, eps=0.0).ravel()
+    array([-1.,  1., -1.,  1.])
     """
     x, C, G, w, b, eps = _gn_setup(x, num_groups, weight, bias, eps)
     out, target = _out(out, x, w, b)

@@ -300,7 +300,7 @@ def _affine_segment(x, y, mu, sc, sh):
 @njit(inline="always", **_OPTS)
 def _affine_row(o, x, mean, scale, shift, y):
     """Row o of channels-last data (inner == 1): y[o, c] = (x - mean[c]) * scale[c] + shift[c]."""
-    po = o if mean.shape[0] > 1 else 0
+    po = np.int64(o) * (mean.shape[0] > 1)  # (prange's index is unsigned: no mixed-sign select)
     xr = x[o, :, 0]
     yr = y[o, :, 0]
     mu = mean[po]
@@ -347,7 +347,7 @@ def _grad_segment(dy, x, dx, mu, a, b, cc):
 
 @njit(inline="always", **_OPTS)
 def _grad_row(o, dy, x, mean, A, B, Cc, dx):
-    po = o if mean.shape[0] > 1 else 0
+    po = np.int64(o) * (mean.shape[0] > 1)
     dyr = dy[o, :, 0]
     xr = x[o, :, 0]
     dxr = dx[o, :, 0]
