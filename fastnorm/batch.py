@@ -307,14 +307,16 @@ def _dy(dy, x):
 # ---------------------------------------------------------------- batch_norm
 
 
-def _bn_setup(x, running_mean, running_var, weight, bias, training, axis, eps):
+def _bn_setup(x, running_mean, running_var, weight, bias, training, axis, eps, backward=False):
     x = _check_x(x)
     axis = v.normalize_axis(axis, x.ndim)
     C = x.shape[axis]
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must be given together (or both None)")
-    use_batch = bool(training) or running_mean is None
-    update = bool(training) and running_mean is not None
+    if not training and running_mean is None:
+        raise ValueError("running_mean must be defined in evaluation mode (training=False), as in torch")
+    use_batch = bool(training)
+    update = bool(training) and running_mean is not None and not backward
     rm = _running(running_mean, "running_mean", C, update)
     rv = _running(running_var, "running_var", C, update)
     w = v.param_array(weight, "weight", (C,), x.dtype)
@@ -342,9 +344,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
 
         y = (x - mean_c) / sqrt(var_c + eps) * weight_c + bias_c
 
-    ``torch.nn.functional.batch_norm`` semantics: in training (or when no running statistics
-    are given) mean/var are the batch's (var biased); in training with running statistics they
-    are updated in place::
+    ``torch.nn.functional.batch_norm`` semantics: in training mean/var are the batch's (var
+    biased) and running statistics, when given, are updated in place::
 
         running_mean = (1 - momentum) * running_mean + momentum * mean
         running_var  = (1 - momentum) * running_var  + momentum * var * n / (n - 1)  (unbiased)
@@ -353,7 +354,7 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
     (the number of batches seen, this one included; ``nn.BatchNorm*`` keeps the count).
     Keras' ``BatchNormalization(momentum=m)`` and ONNX's ``BatchNormalization`` weigh the old
     value instead (running = m * running + (1 - m) * batch): ours = 1 - theirs, e.g. Keras'
-    0.99 is our 0.01. In eval (``training=False``) with running statistics,
+    0.99 is our 0.01. In eval (``training=False``, running statistics required, as in torch)
     ``y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`` (ONNX
     BatchNormalization in inference mode). A single value per channel in training raises
     ValueError, as torch does.
@@ -419,7 +420,7 @@ def batch_norm_backward(dy, x, running_mean=None, running_var=None, weight=None,
     is None). Running statistics are read, never updated.
 
     With xhat = (x - mean) * invstd, per channel over its n values, batch statistics
-    (training, or no running statistics)::
+    (training)::
 
         dx = weight * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
 
@@ -435,9 +436,8 @@ def batch_norm_backward(dy, x, running_mean=None, running_var=None, weight=None,
     >>> dx.ravel(), dw, db
     (array([0., 0.]), array([-1.]), array([1.]))
     """
-    x, axis, C, _, _, rm, rv, w, b, eps = _bn_setup(
-        x, running_mean, running_var, weight, bias, False, axis, eps)
-    use_batch = bool(training) or running_mean is None
+    x, axis, C, use_batch, _, rm, rv, w, b, eps = _bn_setup(
+        x, running_mean, running_var, weight, bias, training, axis, eps, backward=True)
     dy = _dy(dy, x)
     out, target = _out(out, x, dy, w, b)
     x3, outer, C, inner = _view3(x, axis)
