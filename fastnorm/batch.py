@@ -106,6 +106,19 @@ def _row_moments(x3, nthreads):
     return mean, m2
 
 
+def _fused_rows(x3, per, w, b, eps, y3):
+    """Statistics of each row (n, g) of x3 = (N, G, L) (as ``_row_moments``, bit for bit) and
+    y3 = (x - mean) * (invstd * w_c) + b_c for the row's ``per`` channels, in one visit of the
+    row (it is normalized while still in cache). Returns (mean, m2), (N, G)."""
+    N, G, L = x3.shape
+    C = G * per
+    mean = np.empty((N, G))
+    m2 = np.empty((N, G))
+    kernels("batch").group_forward(x3, per, CHUNK, _f64(w, C, 1.0), _f64(b, C, 0.0), eps, y3,
+                                   mean, m2, threads_for(x3.size))
+    return mean, m2
+
+
 def _channel_grad_sums(dy3, x3, mean, rstd, nthreads):
     """(sum dy, sum dy * xhat) per channel, xhat = (x - mean[c]) * rstd[c]: arrays (C,)."""
     outer, C, inner = x3.shape
@@ -519,7 +532,7 @@ def instance_norm(x, weight=None, bias=None, running_mean=None, running_var=None
         if x.size == 0:
             mean = invstd = np.full((N, C), np.nan)
         else:
-            mean, m2 = _row_moments(x3, threads_for(x.size))
+            mean, m2 = _fused_rows(x3, 1, w, b, eps, target.reshape(x3.shape))
             invstd = 1.0 / np.sqrt(m2 / inner + eps)
             if update and N:
                 f = _momentum(momentum, None)
@@ -528,7 +541,7 @@ def instance_norm(x, weight=None, bias=None, running_mean=None, running_var=None
     else:
         mean = np.broadcast_to(np.asarray(rm, _F64), (N, C)).copy()
         invstd = np.broadcast_to(1.0 / np.sqrt(np.asarray(rv, _F64) + eps), (N, C)).copy()
-    if x.size:
+    if x.size and not training:
         kernels("batch").affine_apply(x3, mean, invstd * _f64(w, C, 1.0),
                                       np.broadcast_to(_f64(b, C, 0.0), (N, C)).copy(),
                                       target.reshape(x3.shape), threads_for(x.size))
@@ -630,14 +643,8 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, out=None, ret
     if x.size == 0:
         mean = invstd = np.full((N, G), np.nan)
     else:
-        nthreads = threads_for(x.size)
-        mean, m2 = _row_moments(xc.reshape(N, G, L), nthreads)
+        mean, m2 = _fused_rows(xc.reshape(N, G, L), C // G, w, b, eps, target.reshape(N, G, L))
         invstd = 1.0 / np.sqrt(m2 / L + eps)
-        x3 = xc.reshape(N, C, L * G // C)
-        per = C // G
-        kernels("batch").affine_apply(
-            x3, np.repeat(mean, per, axis=1), np.repeat(invstd, per, axis=1) * _f64(w, C, 1.0),
-            np.broadcast_to(_f64(b, C, 0.0), (N, C)).copy(), target.reshape(x3.shape), nthreads)
     out = v.finish(out, target)
     return (out, mean, invstd) if return_stats else out
 

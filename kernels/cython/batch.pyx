@@ -456,3 +456,70 @@ def grad_apply(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray A, c
     else:
         with nogil:
             _grad[double](<double*>pdy, <double*>px, <double*>pdx, pm, pa, pb, pc, per_row, outer, C, inner, nthreads)
+
+
+# ---------------------------------------------------------------- fused row normalization
+
+from libc.math cimport sqrt
+
+
+cdef void _group_row(const floating* x, floating* y, Py_ssize_t r, Py_ssize_t G, Py_ssize_t L,
+                     Py_ssize_t per, Py_ssize_t chunk, const double* w, const double* b, double eps,
+                     double* mean, double* m2) noexcept nogil:
+    cdef const floating* xr = x + r * L
+    cdef floating* yr = y + r * L
+    cdef double na = 0.0, ma = 0.0, qa = 0.0, nb, mb, qb, t, d, invstd
+    cdef Py_ssize_t start, stop, j, c, g = r % G, inner = L // per
+    start = 0
+    while start < L:
+        stop = _min(L, start + chunk)
+        _piece(xr + start, stop - start, &mb, &qb)
+        nb = <double>(stop - start)
+        if na == 0.0:
+            na = nb
+            ma = mb
+            qa = qb
+        else:
+            t = na + nb
+            d = mb - ma
+            ma = ma + d * (nb / t)
+            qa = (qa + qb) + d * d * (na * nb / t)
+            na = t
+        start += chunk
+    mean[r] = ma
+    m2[r] = qa
+    invstd = 1.0 / sqrt(qa / L + eps)
+    for j in range(per):
+        c = g * per + j
+        _affine_segment(xr + j * inner, yr + j * inner, inner, ma, invstd * w[c], b[c])
+
+
+cdef void _group_forward(const floating* x, floating* y, Py_ssize_t rows, Py_ssize_t G, Py_ssize_t L,
+                         Py_ssize_t per, Py_ssize_t chunk, const double* w, const double* b,
+                         double eps, double* mean, double* m2, int nthreads) noexcept nogil:
+    cdef Py_ssize_t r
+    if nthreads <= 1:
+        for r in range(rows):
+            _group_row(x, y, r, G, L, per, chunk, w, b, eps, mean, m2)
+    else:
+        for r in prange(rows, num_threads=nthreads, schedule="static"):
+            _group_row(x, y, r, G, L, per, chunk, w, b, eps, mean, m2)
+
+
+def group_forward(cnp.ndarray x, Py_ssize_t per, Py_ssize_t chunk, cnp.ndarray w, cnp.ndarray b,
+                  double eps, cnp.ndarray y, cnp.ndarray mean, cnp.ndarray m2, int nthreads):
+    """Rows (n, g) of x (N, G, L): statistics (mean, m2 into (N, G)) and y with the per-channel
+    w, b (float64 (G * per,)) in one visit of each row; see kernels/numba/batch.py."""
+    cdef Py_ssize_t N = cnp.PyArray_DIM(x, 0), G = cnp.PyArray_DIM(x, 1), L = cnp.PyArray_DIM(x, 2)
+    cdef void* px = cnp.PyArray_DATA(x)
+    cdef void* py = cnp.PyArray_DATA(y)
+    cdef double* pw = <double*>cnp.PyArray_DATA(w)
+    cdef double* pb = <double*>cnp.PyArray_DATA(b)
+    cdef double* pm = <double*>cnp.PyArray_DATA(mean)
+    cdef double* pq = <double*>cnp.PyArray_DATA(m2)
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+        with nogil:
+            _group_forward[float](<float*>px, <float*>py, N * G, G, L, per, chunk, pw, pb, eps, pm, pq, nthreads)
+    else:
+        with nogil:
+            _group_forward[double](<double*>px, <double*>py, N * G, G, L, per, chunk, pw, pb, eps, pm, pq, nthreads)

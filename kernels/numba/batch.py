@@ -388,3 +388,64 @@ def grad_apply_parallel(dy, x, mean, A, B, Cc, dx):
         c = oc % C
         q = o * po
         _grad_segment(dy[o, c], x[o, c], dx[o, c], mean[q, c], A[q, c], B[q, c], Cc[q, c])
+
+
+# ---------------------------------------------------------------- fused row normalization
+
+
+@njit(inline="always", **_OPTS)
+def _group_row(r, x, per, chunk, w, b, eps, y, mean, m2, acc):
+    """Row r = (n, g) of x (N, G, L): its statistics (the pieces and merge of
+    ``segment_moments`` + ``merge_pieces``), then y for its ``per`` channels while the row is
+    still in cache."""
+    G = x.shape[1]
+    L = x.shape[2]
+    n = r // G
+    g = r % G
+    xr = x[n, g]
+    yr = y[n, g]
+    na = 0.0
+    ma = 0.0
+    qa = 0.0
+    for start in range(0, L, chunk):
+        stop = min(L, start + chunk)
+        mb, qb = _piece_moments(xr[start:stop], acc)
+        nb = np.float64(stop - start)
+        if na == 0.0:
+            na, ma, qa = nb, mb, qb
+        else:
+            t = na + nb
+            d = mb - ma
+            ma = ma + d * (nb / t)
+            qa = (qa + qb) + d * d * (na * nb / t)
+            na = t
+    mean[n, g] = ma
+    m2[n, g] = qa
+    invstd = 1.0 / np.sqrt(qa / L + eps)
+    inner = L // per
+    for j in range(per):
+        c = g * per + j
+        _affine_segment(xr[j * inner:(j + 1) * inner], yr[j * inner:(j + 1) * inner], ma,
+                        invstd * w[c], b[c])
+
+
+@njit(inline="always", **_OPTS)
+def _group_chunk(k, nk, x, per, chunk, w, b, eps, y, mean, m2):
+    rows = x.shape[0] * x.shape[1]
+    acc = _scratch()
+    for r in range(k * rows // nk, (k + 1) * rows // nk):
+        _group_row(r, x, per, chunk, w, b, eps, y, mean, m2, acc)
+
+
+@njit(**_OPTS)
+def group_forward_serial(x, per, chunk, w, b, eps, y, mean, m2):
+    nk = _work_chunks(x.shape[0] * x.shape[1])
+    for k in range(nk):
+        _group_chunk(k, nk, x, per, chunk, w, b, eps, y, mean, m2)
+
+
+@njit(parallel=True, **_OPTS)
+def group_forward_parallel(x, per, chunk, w, b, eps, y, mean, m2):
+    nk = _work_chunks(x.shape[0] * x.shape[1])
+    for k in prange(nk):
+        _group_chunk(k, nk, x, per, chunk, w, b, eps, y, mean, m2)
