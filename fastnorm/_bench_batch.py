@@ -247,7 +247,7 @@ def _ort_bn_eval(inp, threads):
 
 def _ort_in(inp, threads):
     feeds = {"X": inp["x"], "scale": inp["weight"], "B": inp["bias"]}
-    model = onnx_model("InstanceNormalization", 6, feeds, epsilon=EPS)
+    model = onnx_model("InstanceNormalization", 17, feeds, epsilon=EPS)
     return partial(onnx_session(model, threads).run, None, feeds)
 
 

@@ -119,6 +119,19 @@ def _fused_rows(x3, per, w, b, eps, y3):
     return mean, m2
 
 
+def _fused_rows_backward(dy3, x3, per, w, mean, invstd, dx3):
+    """InstanceNorm/GroupNorm backward with the rows' own statistics, one visit of each row
+    (n, g) of (N, G, L): dx3, and the per-channel sums (sum dy, sum dy * xhat), (N, C)."""
+    N, G, L = x3.shape
+    C = G * per
+    s1 = np.empty((N, C))
+    s2 = np.empty((N, C))
+    kernels("batch").group_backward(dy3, x3, per, CHUNK, _f64(w, C, 1.0),
+                                    np.ascontiguousarray(mean, _F64), np.ascontiguousarray(invstd, _F64),
+                                    dx3, s1, s2, threads_for(x3.size))
+    return s1, s2
+
+
 def _channel_grad_sums(dy3, x3, mean, rstd, nthreads):
     """(sum dy, sum dy * xhat) per channel, xhat = (x - mean[c]) * rstd[c]: arrays (C,)."""
     outer, C, inner = x3.shape
@@ -587,14 +600,13 @@ def instance_norm_backward(dy, x, weight=None, bias=None, running_mean=None, run
         mean = np.broadcast_to(np.asarray(rm, _F64), (N, C)).copy()
         invstd = np.broadcast_to(1.0 / np.sqrt(np.asarray(rv, _F64) + eps), (N, C)).copy()
     dy3 = v.contiguous(dy).reshape(x3.shape)
-    s1, s2 = _row_grad_sums(dy3, x3, mean, invstd, nthreads)
-    a = invstd * _f64(w, C, 1.0)
     if training:
-        bcoef = -a * invstd * (s2 / inner)
-        ccoef = -a * (s1 / inner)
+        s1, s2 = _fused_rows_backward(dy3, x3, 1, w, mean, invstd, target.reshape(x3.shape))
     else:
-        bcoef = ccoef = np.zeros((N, C))
-    kernels("batch").grad_apply(dy3, x3, mean, a, bcoef, ccoef, target.reshape(x3.shape), nthreads)
+        s1, s2 = _row_grad_sums(dy3, x3, mean, invstd, nthreads)
+        zeros = np.zeros((N, C))
+        kernels("batch").grad_apply(dy3, x3, mean, invstd * _f64(w, C, 1.0), zeros, zeros,
+                                    target.reshape(x3.shape), nthreads)
     dx = v.finish(out, target)
     dweight = None if w is None else s2.sum(axis=0).astype(dt)
     dbias = None if b is None else s1.sum(axis=0).astype(dt)
@@ -682,19 +694,8 @@ def group_norm_backward(dy, x, num_groups, weight=None, bias=None, *, eps=1e-5, 
     else:
         mean, m2 = _row_moments(xc.reshape(N, G, L), nthreads)
         invstd = 1.0 / np.sqrt(m2 / L + eps)
-    per = C // G
-    x3 = xc.reshape(N, C, L // per)
-    dy3 = v.contiguous(dy).reshape(x3.shape)
-    mean_c = np.repeat(mean, per, axis=1)
-    rstd_c = np.repeat(invstd, per, axis=1)
-    s1, s2 = _row_grad_sums(dy3, x3, mean_c, rstd_c, nthreads)
-    wc = _f64(w, C, 1.0)
-    mg = (s1 * wc).reshape(N, G, per).sum(axis=2) / L
-    mgx = (s2 * wc).reshape(N, G, per).sum(axis=2) / L
-    a = rstd_c * wc
-    bcoef = np.repeat(-invstd * invstd * mgx, per, axis=1)
-    ccoef = np.repeat(-invstd * mg, per, axis=1)
-    kernels("batch").grad_apply(dy3, x3, mean_c, a, bcoef, ccoef, target.reshape(x3.shape), nthreads)
+    s1, s2 = _fused_rows_backward(v.contiguous(dy).reshape(N, G, L), xc.reshape(N, G, L), C // G,
+                                  w, mean, invstd, target.reshape(N, G, L))
     dx = v.finish(out, target)
     dweight = None if w is None else s2.sum(axis=0).astype(dt)
     dbias = None if b is None else s1.sum(axis=0).astype(dt)

@@ -523,3 +523,69 @@ def group_forward(cnp.ndarray x, Py_ssize_t per, Py_ssize_t chunk, cnp.ndarray w
     else:
         with nogil:
             _group_forward[double](<double*>px, <double*>py, N * G, G, L, per, chunk, pw, pb, eps, pm, pq, nthreads)
+
+
+cdef void _group_grad_row(const floating* dy, const floating* x, floating* dx, Py_ssize_t r,
+                          Py_ssize_t G, Py_ssize_t L, Py_ssize_t per, Py_ssize_t chunk,
+                          const double* w, const double* mean, const double* rstd,
+                          double* s1, double* s2) noexcept nogil:
+    cdef Py_ssize_t n = r // G, g = r % G, inner = L // per, C = G * per, j, c, start, stop, hi
+    cdef const floating* dyr = dy + r * L
+    cdef const floating* xr = x + r * L
+    cdef floating* dxr = dx + r * L
+    cdef double mu = mean[r], rs = rstd[r], sg = 0.0, sgx = 0.0, a, b, pa, pb, mg, mgx, bc, cc
+    for j in range(per):
+        c = g * per + j
+        a = 0.0
+        b = 0.0
+        start = j * inner
+        hi = start + inner
+        while start < hi:
+            stop = _min(hi, start + chunk)
+            _piece_grad(dyr + start, xr + start, stop - start, mu, rs, &pa, &pb)
+            a += pa
+            b += pb
+            start += chunk
+        s1[n * C + c] = a
+        s2[n * C + c] = b
+        sg += a * w[c]
+        sgx += b * w[c]
+    mg = sg / L
+    mgx = sgx / L
+    bc = -rs * rs * mgx
+    cc = -rs * mg
+    for j in range(per):
+        c = g * per + j
+        _grad_segment(dyr + j * inner, xr + j * inner, dxr + j * inner, inner, mu, rs * w[c], bc, cc)
+
+
+def group_backward(cnp.ndarray dy, cnp.ndarray x, Py_ssize_t per, Py_ssize_t chunk, cnp.ndarray w,
+                   cnp.ndarray mean, cnp.ndarray rstd, cnp.ndarray dx, cnp.ndarray s1,
+                   cnp.ndarray s2, int nthreads):
+    """InstanceNorm/GroupNorm backward per row (n, g) of x (N, G, L), one visit of each row;
+    s1/s2 (N, C) receive the per-channel sums of dy and dy * xhat. See kernels/numba/batch.py."""
+    cdef Py_ssize_t N = cnp.PyArray_DIM(x, 0), G = cnp.PyArray_DIM(x, 1), L = cnp.PyArray_DIM(x, 2), r
+    cdef void* pdy = cnp.PyArray_DATA(dy)
+    cdef void* px = cnp.PyArray_DATA(x)
+    cdef void* pdx = cnp.PyArray_DATA(dx)
+    cdef double* pw = <double*>cnp.PyArray_DATA(w)
+    cdef double* pm = <double*>cnp.PyArray_DATA(mean)
+    cdef double* pr = <double*>cnp.PyArray_DATA(rstd)
+    cdef double* a = <double*>cnp.PyArray_DATA(s1)
+    cdef double* b = <double*>cnp.PyArray_DATA(s2)
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+        with nogil:
+            if nthreads <= 1:
+                for r in range(N * G):
+                    _group_grad_row[float](<float*>pdy, <float*>px, <float*>pdx, r, G, L, per, chunk, pw, pm, pr, a, b)
+            else:
+                for r in prange(N * G, num_threads=nthreads, schedule="static"):
+                    _group_grad_row[float](<float*>pdy, <float*>px, <float*>pdx, r, G, L, per, chunk, pw, pm, pr, a, b)
+    else:
+        with nogil:
+            if nthreads <= 1:
+                for r in range(N * G):
+                    _group_grad_row[double](<double*>pdy, <double*>px, <double*>pdx, r, G, L, per, chunk, pw, pm, pr, a, b)
+            else:
+                for r in prange(N * G, num_threads=nthreads, schedule="static"):
+                    _group_grad_row[double](<double*>pdy, <double*>px, <double*>pdx, r, G, L, per, chunk, pw, pm, pr, a, b)

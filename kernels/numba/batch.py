@@ -449,3 +449,64 @@ def group_forward_parallel(x, per, chunk, w, b, eps, y, mean, m2):
     nk = _work_chunks(x.shape[0] * x.shape[1])
     for k in prange(nk):
         _group_chunk(k, nk, x, per, chunk, w, b, eps, y, mean, m2)
+
+
+@njit(inline="always", **_OPTS)
+def _group_grad_row(r, dy, x, per, chunk, w, mean, rstd, dx, s1, s2, acc_g, acc_gx):
+    """Row r = (n, g) of the InstanceNorm/GroupNorm backward with the row's own statistics:
+    per-channel sums (pieces added in order from 0), the group's sums of w_c * those (channels
+    in order), then dx = (A * dy + B * (x - mean)) + C for the row, still in cache."""
+    G = x.shape[1]
+    L = x.shape[2]
+    n = r // G
+    g = r % G
+    inner = L // per
+    mu = mean[n, g]
+    rs = rstd[n, g]
+    sg = 0.0
+    sgx = 0.0
+    for j in range(per):
+        c = g * per + j
+        a = 0.0
+        b = 0.0
+        for start in range(j * inner, (j + 1) * inner, chunk):
+            stop = min((j + 1) * inner, start + chunk)
+            pa, pb = _piece_grad_sums(dy[n, g, start:stop], x[n, g, start:stop], mu, rs, acc_g, acc_gx)
+            a += pa
+            b += pb
+        s1[n, c] = a
+        s2[n, c] = b
+        sg += a * w[c]
+        sgx += b * w[c]
+    mg = sg / L
+    mgx = sgx / L
+    bc = -rs * rs * mgx
+    cc = -rs * mg
+    for j in range(per):
+        c = g * per + j
+        lo = j * inner
+        hi = lo + inner
+        _grad_segment(dy[n, g, lo:hi], x[n, g, lo:hi], dx[n, g, lo:hi], mu, rs * w[c], bc, cc)
+
+
+@njit(inline="always", **_OPTS)
+def _group_grad_chunk(k, nk, dy, x, per, chunk, w, mean, rstd, dx, s1, s2):
+    rows = x.shape[0] * x.shape[1]
+    acc_g = _scratch()
+    acc_gx = _scratch()
+    for r in range(k * rows // nk, (k + 1) * rows // nk):
+        _group_grad_row(r, dy, x, per, chunk, w, mean, rstd, dx, s1, s2, acc_g, acc_gx)
+
+
+@njit(**_OPTS)
+def group_backward_serial(dy, x, per, chunk, w, mean, rstd, dx, s1, s2):
+    nk = _work_chunks(x.shape[0] * x.shape[1])
+    for k in range(nk):
+        _group_grad_chunk(k, nk, dy, x, per, chunk, w, mean, rstd, dx, s1, s2)
+
+
+@njit(parallel=True, **_OPTS)
+def group_backward_parallel(dy, x, per, chunk, w, mean, rstd, dx, s1, s2):
+    nk = _work_chunks(x.shape[0] * x.shape[1])
+    for k in prange(nk):
+        _group_grad_chunk(k, nk, dy, x, per, chunk, w, mean, rstd, dx, s1, s2)
