@@ -416,3 +416,48 @@ def test_fold_batch_norm_equals_layer_then_bn(has_bias, affine):
     fw, fb = fn.fold_batch_norm(lin_w, None, bn1.state_dict())
     assert fw.dtype == np.float32
     np.testing.assert_allclose(xs @ fw.T + fb, bn1(xs @ lin_w.T), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- threads and fork
+
+_SCRIPT = """
+import os, sys, threading
+import numpy as np
+import fastnorm, fastnorm.functional as fn
+fastnorm.set_backend(sys.argv[1])
+fastnorm.set_num_threads(2)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((16, 8, 66, 64)).astype(np.float32)
+w = np.ones(8, np.float32)
+
+def work():
+    y, m, s = fn.batch_norm(x, training=True, return_stats=True)
+    g = fn.group_norm(x, 4, w, w)
+    dx = fn.instance_norm_backward(x, x, w, w)[0]
+    return b"".join(np.ascontiguousarray(a).tobytes() for a in (y, m, s, g, dx))
+
+ref = work()
+bad = []
+def worker():
+    for _ in range(3):
+        if work() != ref:
+            bad.append(1)
+ts = [threading.Thread(target=worker) for _ in range(4)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if work() == ref else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(1 if bad else os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.parametrize("backend_name", _dispatch.BACKENDS)
+def test_many_threads_and_fork_give_the_same_bits(backend_name):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, backend_name], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
