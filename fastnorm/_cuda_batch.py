@@ -14,7 +14,6 @@ import numpy as np
 from numba import cuda
 
 from . import batch as B
-from . import _validation as v
 from ._cuda_norm import _device, _out
 from ._dispatch import on_device
 from .kernels.cuda import batch as K

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-import fastnorm
 from fastnorm import nn
 
 TOL = {np.float32: 2e-5, np.float64: 1e-10}
