@@ -58,9 +58,18 @@ def _segment_stats(x3):
     return mean, m2
 
 
+#: below this ``inner`` (channels-last, (N, C)) a block per channel replaces a block per segment
+_CHANNEL_BLOCKS_BELOW = 32
+
+
 def _channel_stats(x3):
     """(mean, m2) per channel, host float64 (C,)."""
     outer, C, inner = x3.shape
+    if inner < _CHANNEL_BLOCKS_BELOW:
+        mean = cuda.device_array(C, _F64)
+        m2 = cuda.device_array(C, _F64)
+        K.channel_moments[C, K.THREADS](x3, mean, m2)
+        return mean.copy_to_host(), m2.copy_to_host()
     mean_s, m2_s = _segment_stats(x3)
     mean = cuda.device_array(C, _F64)
     m2 = cuda.device_array(C, _F64)
@@ -69,7 +78,13 @@ def _channel_stats(x3):
 
 
 def _grad_sums(dy3, x3, mean, rstd, per_channel):
-    outer, C, _ = x3.shape
+    outer, C, inner = x3.shape
+    if per_channel and inner < _CHANNEL_BLOCKS_BELOW:
+        o1 = cuda.device_array(C, _F64)
+        o2 = cuda.device_array(C, _F64)
+        K.channel_grad_sums[C, K.THREADS](dy3, x3, cuda.to_device(np.ascontiguousarray(mean)),
+                                          cuda.to_device(np.ascontiguousarray(rstd)), o1, o2)
+        return o1.copy_to_host(), o2.copy_to_host()
     s1 = cuda.device_array((outer, C), _F64)
     s2 = cuda.device_array((outer, C), _F64)
     K.segment_grad_sums[outer * C, K.THREADS](dy3, x3, cuda.to_device(np.ascontiguousarray(mean)),

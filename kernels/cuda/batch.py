@@ -4,7 +4,9 @@ Data is a C-contiguous (outer, C, inner) device array, as on the CPU. Statistics
 (o, c) segment (thread t takes elements t, t + THREADS, ... in order, in float64; a fixed
 shared-memory tree combines the threads) gives the segment's (mean, m2); for BatchNorm one
 thread per channel then merges the segments over o in order with Chan's formula, the same
-formula as the CPU kernels and ``fastnorm.functional.merge_moments``. Deterministic from run
+formula as the CPU kernels and ``fastnorm.functional.merge_moments``. When ``inner`` is small
+(channels-last, (N, C)) one block per channel takes the whole channel instead
+(``channel_moments``, ``channel_grad_sums``). Deterministic from run
 to run; not bitwise equal to the CPU backends (another order, and NVVM contracts multiply-adds).
 The elementwise passes run one thread per element. Every load is converted to float64 first
 (see kernels/cuda/norm.py: the simulator would otherwise add float32 in float32).
@@ -130,3 +132,52 @@ def grad_apply(dy, x, mean, A, B, Cc, dx):
     q = o if mean.shape[0] > 1 else 0
     d = float64(dy[o, c, i])
     dx[o, c, i] = (A[q, c] * d + B[q, c] * (float64(x[o, c, i]) - mean[q, c])) + Cc[q, c]
+
+
+@cuda.jit
+def channel_moments(x, mean, m2):
+    """Block c: mean and m2 of channel c over all of x[:, c, :] (for small ``inner``, e.g.
+    channels-last, where a block per segment would have almost nothing to do); thread t takes
+    the flat indices t, t + THREADS, ... of the channel's outer * inner values."""
+    buf = cuda.shared.array(THREADS, float64)
+    c = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    inner = x.shape[2]
+    n = x.shape[0] * inner
+    s = 0.0
+    for k in range(t, n, THREADS):
+        s += float64(x[k // inner, c, k % inner])
+    mu = _block_sum(buf, t, s) / n
+    q = 0.0
+    for k in range(t, n, THREADS):
+        d = float64(x[k // inner, c, k % inner]) - mu
+        q += d * d
+    q = _block_sum(buf, t, q)
+    if t == 0:
+        mean[c] = mu
+        m2[c] = q
+
+
+@cuda.jit
+def channel_grad_sums(dy, x, mean, rstd, s1, s2):
+    """Block c: sum dy and sum dy * (x - mean[c]) * rstd[c] over channel c (see channel_moments)."""
+    buf = cuda.shared.array(THREADS, float64)
+    c = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    inner = x.shape[2]
+    n = x.shape[0] * inner
+    mu = mean[0, c]
+    rs = rstd[0, c]
+    a = 0.0
+    b = 0.0
+    for k in range(t, n, THREADS):
+        o = k // inner
+        i = k % inner
+        g = float64(dy[o, c, i])
+        a += g
+        b += g * ((float64(x[o, c, i]) - mu) * rs)
+    a = _block_sum(buf, t, a)
+    b = _block_sum(buf, t, b)
+    if t == 0:
+        s1[c] = a
+        s2[c] = b
