@@ -49,7 +49,8 @@ def _apply(x, p, seed, out, name):
     tf = target.reshape(-1)
     n = xf.size
     if p == 1.0:
-        np.multiply(xf, x.dtype.type(0), out=tf)  # torch: x * 0 (NaN stays NaN)
+        with np.errstate(invalid="ignore"):
+            np.multiply(xf, x.dtype.type(0), out=tf)  # torch: x * 0 (NaN stays NaN, inf gives NaN)
     elif n:
         kernels("dropout").dropout_apply(xf, tf, 0, *_random.key(seed), threshold(p),
                                          x.dtype.type(1.0 / (1.0 - p)), threads_for(n))
