@@ -208,7 +208,7 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     total raises RuntimeError with ``error_if_nonfinite``; otherwise, as in torch, a NaN total
     turns every gradient to NaN and an infinite one multiplies them by 0. The norm is
     accumulated in float64 (torch: in the gradients' dtype), the scaling is in each array's
-    dtype.
+    dtype. An empty array's norm is 0 for every norm type (torch refuses the inf norm of one).
 
     >>> import numpy as np, fastnorm.functional as fn
     >>> g = [np.array([3.0, 4.0])]
@@ -237,6 +237,7 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     if math.isnan(total):
         coef = math.nan
     coef = min(coef, 1.0) if not math.isnan(coef) else coef
-    for g in arrays:
-        np.multiply(g, g.dtype.type(coef), out=g)
+    with np.errstate(invalid="ignore"):  # inf * 0 after an infinite total: NaN, as in torch
+        for g in arrays:
+            np.multiply(g, g.dtype.type(coef), out=g)
     return total
