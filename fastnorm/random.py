@@ -17,7 +17,7 @@ distinct ones.
 >>> import fastnorm.random as fr
 >>> fr.philox4x32_10((0, 0, 0, 0), (0, 0))     # Random123's known-answer vector
 (1713891541, 3781805453, 3159862348, 2600524760)
->>> fr.random_bits(6, seed=1)[3] == fr.random_bits(3, seed=1, offset=3)[0]
+>>> bool(fr.random_bits(6, seed=1)[3] == fr.random_bits(3, seed=1, offset=3)[0])
 True
 """
 import math

@@ -108,7 +108,7 @@ def l1_penalty_grad_(params, grads, coeff=1.0):
     Returns ``grads``.
 
     >>> import numpy as np, fastnorm.functional as fn
-    >>> g = np.zeros(3); fn.l1_penalty_grad_([np.array([-2.0, 0.0, 5.0])], [g], 0.1); g
+    >>> g = np.zeros(3); _ = fn.l1_penalty_grad_([np.array([-2.0, 0.0, 5.0])], [g], 0.1); g
     array([-0.1,  0. ,  0.1])
     """
     coeff = _coeff(coeff)
@@ -123,7 +123,7 @@ def l2_penalty_grad_(params, grads, coeff=1.0):
     Returns ``grads``.
 
     >>> import numpy as np, fastnorm.functional as fn
-    >>> g = np.ones(2); fn.l2_penalty_grad_([np.array([1.0, -3.0])], [g], 0.5); g
+    >>> g = np.ones(2); _ = fn.l2_penalty_grad_([np.array([1.0, -3.0])], [g], 0.5); g
     array([ 2., -2.])
     """
     coeff = _coeff(coeff)
@@ -139,7 +139,7 @@ def l1_prox_(params, threshold):
     ``torch.nn.functional.softshrink(w, threshold)``. NaN stays NaN. Returns ``params``.
 
     >>> import numpy as np, fastnorm.functional as fn
-    >>> w = np.array([-1.5, -0.2, 0.0, 0.3, 2.0]); fn.l1_prox_([w], 0.5); w
+    >>> w = np.array([-1.5, -0.2, 0.0, 0.3, 2.0]); _ = fn.l1_prox_([w], 0.5); w
     array([-1. , -0. ,  0. ,  0. ,  1.5])
     """
     threshold = _coeff(threshold, "threshold")
