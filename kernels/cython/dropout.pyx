@@ -19,12 +19,16 @@ ctypedef fused floating:
 cdef extern from "philox.h" nogil:
     void philox_tile(int64_t t, uint32_t stream, uint32_t k0, uint32_t k1, uint32_t r[4][64])
     void philox_dropout_f32(const float* x, float* y, const uint32_t* rf, Py_ssize_t j0,
-                            Py_ssize_t j1, uint32_t thr, float scale)
+                            Py_ssize_t j1, uint32_t thr, float scale, int stream_store)
     void philox_dropout_f64(const double* x, double* y, const uint32_t* rf, Py_ssize_t j0,
-                            Py_ssize_t j1, uint32_t thr, double scale)
+                            Py_ssize_t j1, uint32_t thr, double scale, int stream_store)
+    void philox_sfence()
 
 DEF CHUNK_TILES = 64
 DEF REDUCE_CHUNK = 65536
+# outputs at least this large (elements) bypass the cache (non-temporal stores): they would
+# not stay there anyway, and the stores then skip reading the destination first
+DEF STREAM_MIN = 1 << 20
 cdef double TWO_M32 = 2.0 ** -32
 cdef double TWO_PI = 6.283185307179586
 
@@ -82,14 +86,17 @@ cdef void _dropout_chunk(int64_t c, const floating* x, floating* y, int64_t n, i
                          uint32_t k0, uint32_t k1, uint32_t thr, floating scale) noexcept nogil:
     cdef uint32_t r[4][64]
     cdef int64_t t0, t1, t, j0, j1, d
+    cdef int stream_store = n >= STREAM_MIN
     _span(c, offset, n, &t0, &t1)
     for t in range(t0, t1):
         philox_tile(t, 0, k0, k1, r)
         _overlap(t, offset, n, &j0, &j1, &d)
         if floating is float:
-            philox_dropout_f32(x + d, y + d, &r[0][0], j0, j1, thr, scale)
+            philox_dropout_f32(x + d, y + d, &r[0][0], j0, j1, thr, scale, stream_store)
         else:
-            philox_dropout_f64(x + d, y + d, &r[0][0], j0, j1, thr, scale)
+            philox_dropout_f64(x + d, y + d, &r[0][0], j0, j1, thr, scale, stream_store)
+    if stream_store:
+        philox_sfence()
 
 
 cdef inline double _normal(const uint32_t* rf, int64_t j) noexcept nogil:
