@@ -148,7 +148,7 @@ def random_bits(cnp.ndarray out, int64_t offset, uint32_t k0, uint32_t k1, uint3
             for c in range(nc):
                 _bits_chunk(c, p, n, offset, k0, k1, stream)
         else:
-            for c in prange(nc, num_threads=nthreads, schedule="static"):
+            for c in prange(nc, num_threads=nthreads, schedule="dynamic"):
                 _bits_chunk(c, p, n, offset, k0, k1, stream)
 
 
@@ -161,7 +161,7 @@ def dropout_mask(cnp.ndarray out, int64_t offset, uint32_t k0, uint32_t k1, uint
             for c in range(nc):
                 _mask_chunk(c, p, n, offset, k0, k1, thr)
         else:
-            for c in prange(nc, num_threads=nthreads, schedule="static"):
+            for c in prange(nc, num_threads=nthreads, schedule="dynamic"):
                 _mask_chunk(c, p, n, offset, k0, k1, thr)
 
 
@@ -177,7 +177,7 @@ def dropout_apply(cnp.ndarray x, cnp.ndarray y, int64_t offset, uint32_t k0, uin
                 for c in range(nc):
                     _dropout_chunk[float](c, <float*>px, <float*>py, n, offset, k0, k1, thr, <float>scale)
             else:
-                for c in prange(nc, num_threads=nthreads, schedule="static"):
+                for c in prange(nc, num_threads=nthreads, schedule="dynamic"):
                     _dropout_chunk[float](c, <float*>px, <float*>py, n, offset, k0, k1, thr, <float>scale)
     else:
         with nogil:
@@ -185,7 +185,7 @@ def dropout_apply(cnp.ndarray x, cnp.ndarray y, int64_t offset, uint32_t k0, uin
                 for c in range(nc):
                     _dropout_chunk[double](c, <double*>px, <double*>py, n, offset, k0, k1, thr, scale)
             else:
-                for c in prange(nc, num_threads=nthreads, schedule="static"):
+                for c in prange(nc, num_threads=nthreads, schedule="dynamic"):
                     _dropout_chunk[double](c, <double*>px, <double*>py, n, offset, k0, k1, thr, scale)
 
 
@@ -201,7 +201,7 @@ def normal_apply(cnp.ndarray x, cnp.ndarray y, int64_t offset, uint32_t k0, uint
                 for c in range(nc):
                     _normal_chunk[float](c, <float*>px, <float*>py, n, offset, k0, k1, a, b, mode)
             else:
-                for c in prange(nc, num_threads=nthreads, schedule="static"):
+                for c in prange(nc, num_threads=nthreads, schedule="dynamic"):
                     _normal_chunk[float](c, <float*>px, <float*>py, n, offset, k0, k1, a, b, mode)
     else:
         with nogil:
@@ -209,7 +209,7 @@ def normal_apply(cnp.ndarray x, cnp.ndarray y, int64_t offset, uint32_t k0, uint
                 for c in range(nc):
                     _normal_chunk[double](c, <double*>px, <double*>py, n, offset, k0, k1, a, b, mode)
             else:
-                for c in prange(nc, num_threads=nthreads, schedule="static"):
+                for c in prange(nc, num_threads=nthreads, schedule="dynamic"):
                     _normal_chunk[double](c, <double*>px, <double*>py, n, offset, k0, k1, a, b, mode)
 
 
@@ -224,7 +224,7 @@ def uniform_fill(cnp.ndarray y, int64_t offset, uint32_t k0, uint32_t k1, double
                 for c in range(nc):
                     _uniform_chunk[float](c, <float*>py, n, offset, k0, k1, low, width)
             else:
-                for c in prange(nc, num_threads=nthreads, schedule="static"):
+                for c in prange(nc, num_threads=nthreads, schedule="dynamic"):
                     _uniform_chunk[float](c, <float*>py, n, offset, k0, k1, low, width)
     else:
         with nogil:
@@ -232,7 +232,7 @@ def uniform_fill(cnp.ndarray y, int64_t offset, uint32_t k0, uint32_t k1, double
                 for c in range(nc):
                     _uniform_chunk[double](c, <double*>py, n, offset, k0, k1, low, width)
             else:
-                for c in prange(nc, num_threads=nthreads, schedule="static"):
+                for c in prange(nc, num_threads=nthreads, schedule="dynamic"):
                     _uniform_chunk[double](c, <double*>py, n, offset, k0, k1, low, width)
 
 
@@ -301,7 +301,7 @@ def reduce_partials(cnp.ndarray x, cnp.ndarray partials, int kind, double p, int
                     pp[c] = _reduce_block[float](<float*>px, c * REDUCE_CHUNK,
                                                  n if n < (c + 1) * REDUCE_CHUNK else (c + 1) * REDUCE_CHUNK, kind, p)
             else:
-                for c in prange(nc, num_threads=nthreads, schedule="static"):
+                for c in prange(nc, num_threads=nthreads, schedule="dynamic"):
                     pp[c] = _reduce_block[float](<float*>px, c * REDUCE_CHUNK,
                                                  n if n < (c + 1) * REDUCE_CHUNK else (c + 1) * REDUCE_CHUNK, kind, p)
     else:
@@ -311,6 +311,6 @@ def reduce_partials(cnp.ndarray x, cnp.ndarray partials, int kind, double p, int
                     pp[c] = _reduce_block[double](<double*>px, c * REDUCE_CHUNK,
                                                   n if n < (c + 1) * REDUCE_CHUNK else (c + 1) * REDUCE_CHUNK, kind, p)
             else:
-                for c in prange(nc, num_threads=nthreads, schedule="static"):
+                for c in prange(nc, num_threads=nthreads, schedule="dynamic"):
                     pp[c] = _reduce_block[double](<double*>px, c * REDUCE_CHUNK,
                                                   n if n < (c + 1) * REDUCE_CHUNK else (c + 1) * REDUCE_CHUNK, kind, p)
