@@ -9,15 +9,15 @@ C-contiguous.
 import math
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
 
 from . import random as _random
 from ._cuda_norm import _device, _out
 from .dropout import check_p, threshold
 from .kernels.cuda import dropout as K
 
-_THREADS = 32 if cuda.config.ENABLE_CUDASIM else 256
-_MAX_BLOCKS = 4 if cuda.config.ENABLE_CUDASIM else 4096
+_THREADS = 32 if config.ENABLE_CUDASIM else 256
+_MAX_BLOCKS = 4 if config.ENABLE_CUDASIM else 4096
 
 
 def _grid(work):
