@@ -198,7 +198,7 @@ def grad_norm(grads, norm_type=2.0):
     return _array_norm(np.array(norms), p)
 
 
-def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """Scale ``grads`` in place so that their total norm is at most ``max_norm``; returns the
     total norm before clipping (a float).
 
@@ -208,7 +208,8 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     total raises RuntimeError with ``error_if_nonfinite``; otherwise, as in torch, a NaN total
     turns every gradient to NaN and an infinite one multiplies them by 0. The norm is
     accumulated in float64 (torch: in the gradients' dtype), the scaling is in each array's
-    dtype. An empty array's norm is 0 for every norm type (torch refuses the inf norm of one).
+    dtype. ``foreach`` is accepted for torch's signature and ignored (one fused loop per array
+    either way). An empty array's norm is 0 for every norm type (torch refuses the inf norm of one).
 
     >>> import numpy as np, fastnorm.functional as fn
     >>> g = [np.array([3.0, 4.0])]
