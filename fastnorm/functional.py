@@ -9,3 +9,7 @@ from .norm import *  # noqa: F401,F403
 from .batch import *  # noqa: F401,F403
 
 __all__ = [*norm.__all__, *batch.__all__]
+from . import dropout as _dropout, regularization as _regularization  # noqa: E402
+from .dropout import *  # noqa: F401,F403,E402
+from .regularization import *  # noqa: F401,F403,E402
+__all__ += [*_dropout.__all__, *_regularization.__all__]

@@ -101,3 +101,27 @@ def test_baselines_agree_with_fastnorm(case, baseline):
     for t, o in zip(theirs, ours):
         assert t.shape == o.shape
         np.testing.assert_allclose(t, o, rtol=1e-4, atol=1e-4 * np.abs(o).max())
+
+
+# ---------------------------------------------------------------- random ops, checked by law
+# (their registry inputs are zeros, see fastnorm._bench_dropout; here the same callables run on
+# random data and each implementation is checked against the law of dropout)
+
+DROPOUT_OPS = [op for op in OPS if op.name in ("dropout", "dropout_backward")]
+
+
+@pytest.mark.parametrize("impl", ["fastnorm", *bench.BASELINES])
+@pytest.mark.parametrize("op", DROPOUT_OPS, ids=lambda op: op.name)
+def test_dropout_rows_obey_the_law(op, impl):
+    if impl != "fastnorm" and (impl not in op.baselines or not bench.baseline_available(impl)):
+        pytest.skip(f"{op.name} has no {impl} baseline here")
+    inputs = bench.Case(op, (256, 1024)).inputs()
+    key = "dy" if "dy" in inputs else "x"
+    data = np.random.default_rng(0).standard_normal((256, 1024)).astype(np.float32) + 3.0
+    inputs[key][...] = data
+    call = op.fastnorm(inputs) if impl == "fastnorm" else op.baselines[impl](inputs, fastnorm.get_num_threads())
+    (out,) = _arrays(call())
+    p = inputs["p"]
+    kept = out != 0
+    np.testing.assert_allclose(out[kept], data[kept] / (1 - p), rtol=1e-6)
+    assert abs(kept.mean() - (1 - p)) < 5 * np.sqrt(p * (1 - p) / out.size)

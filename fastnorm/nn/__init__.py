@@ -16,3 +16,6 @@ from .norm import *  # noqa: F401,F403
 from .batch import *  # noqa: F401,F403
 
 __all__ = [*_module.__all__, *norm.__all__, *batch.__all__]
+from . import dropout as _dropout  # noqa: E402
+from .dropout import *  # noqa: F401,F403,E402
+__all__ += _dropout.__all__
