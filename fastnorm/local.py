@@ -97,6 +97,8 @@ def local_response_norm(x, size, *, alpha=1e-4, beta=0.75, k=1.0, out=None):
     else:
         out = val.out_array(out, x.shape, x.dtype)
         target = val.kernel_target(out, x)
+        if np.may_share_memory(target, x):
+            target = np.empty(x.shape, x.dtype)  # the window reads channels already written
     if x.size:
         shape3 = (x.shape[0], x.shape[1], x.size // (x.shape[0] * x.shape[1]))
         kernels("local").lrn_forward(_as3(x, shape3), target.reshape(shape3), size, size // 2,

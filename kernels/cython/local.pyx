@@ -1,19 +1,22 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# distutils: extra_compile_args = -fno-math-errno
 """Local and parameter normalization loops (LRN, Lp/weight normalization), Cython + OpenMP.
 
 The same arithmetic, in the same order, as kernels/numba/local.py (see the determinism contract
-there), so both backends agree bit for bit. -fno-math-errno (above) lets gcc inline and
-vectorize sqrt: errno is never read, and results are unchanged (sqrt stays IEEE-exact).
+there), so both backends agree bit for bit. LRN's square roots go through local_math.h (SIMD
+intrinsics: gcc does not vectorize libm's sqrt without -fno-math-errno).
 Arguments are already validated by fastnorm: C-contiguous arrays of one float dtype, float64
 where the numba kernels take float64.
 """
 from cython.parallel cimport prange
-from libc.math cimport sqrt, sqrtf, pow, fabs
+from libc.math cimport sqrt, pow, fabs
 from libc.stdlib cimport malloc, free
 cimport numpy as cnp
 
 cnp.import_array()
+
+cdef extern from "local_math.h" nogil:
+    void lrn_apply_f32(const float* x, float* y, const float* d, Py_ssize_t n, int mode)
+    void lrn_apply_f64(const double* x, double* y, const double* d, Py_ssize_t n, int mode)
 
 ctypedef fused floating:
     float
@@ -39,137 +42,145 @@ cdef inline Py_ssize_t n_chunks(Py_ssize_t units) noexcept nogil:
 # ---------------------------------------------------------------- LRN
 
 
-cdef inline void _window_sum(const floating* src, Py_ssize_t ld, bint square, double* dst,
-                             Py_ssize_t C, Py_ssize_t lo, Py_ssize_t size, Py_ssize_t t1,
-                             double* suf, double* pre) noexcept nogil:
-    """dst[c*TILE + t] = sum over r in [c - lo, c - lo + size) of v(r, t), v = src[r*ld + t]
-    (squared when square), zero outside [0, C); for t < t1. suf, pre: size*TILE doubles."""
-    cdef Py_ssize_t base = 0, j, r, c, t
+cdef inline void _block(const floating* src, Py_ssize_t ld, bint square, Py_ssize_t base,
+                        Py_ssize_t C, Py_ssize_t lo, Py_ssize_t size, Py_ssize_t t1,
+                        double* suf, double* pre) noexcept nogil:
+    """Suffix sums of the block [base, base + size) of the zero-padded channel axis into suf,
+    prefix sums of the next block's first size - 1 positions into pre (kernels/numba/local.py
+    _block); v(r, t) = src[r*ld + t], squared when square. suf, pre: size*TILE doubles."""
+    cdef Py_ssize_t j, r, t
     cdef double v
     cdef const floating* s
     cdef double* out
     cdef double* prev
-    while base < C:
-        j = size - 1
-        while j >= 0:
-            r = base + j - lo
-            out = suf + j * TILE
-            prev = suf + (j + 1) * TILE
-            if 0 <= r < C:
-                s = src + r * ld
-                if j == size - 1:
-                    if square:
-                        for t in range(t1):
-                            v = <double>s[t]
-                            out[t] = v * v
-                    else:
-                        for t in range(t1):
-                            out[t] = <double>s[t]
+    j = size - 1
+    while j >= 0:
+        r = base + j - lo
+        out = suf + j * TILE
+        prev = suf + (j + 1) * TILE
+        if 0 <= r < C:
+            s = src + r * ld
+            if j == size - 1:
+                if square:
+                    for t in range(t1):
+                        v = <double>s[t]
+                        out[t] = v * v
                 else:
-                    if square:
-                        for t in range(t1):
-                            v = <double>s[t]
-                            out[t] = v * v + prev[t]
-                    else:
-                        for t in range(t1):
-                            out[t] = <double>s[t] + prev[t]
-            elif j == size - 1:
-                for t in range(t1):
-                    out[t] = 0.0
+                    for t in range(t1):
+                        out[t] = <double>s[t]
             else:
-                for t in range(t1):
-                    out[t] = prev[t]
-            j -= 1
-        for j in range(size - 1):
-            r = base + size + j - lo
-            out = pre + j * TILE
-            prev = pre + (j - 1) * TILE
-            if 0 <= r < C:
-                s = src + r * ld
-                if j == 0:
-                    if square:
-                        for t in range(t1):
-                            v = <double>s[t]
-                            out[t] = v * v
-                    else:
-                        for t in range(t1):
-                            out[t] = <double>s[t]
+                if square:
+                    for t in range(t1):
+                        v = <double>s[t]
+                        out[t] = v * v + prev[t]
                 else:
-                    if square:
-                        for t in range(t1):
-                            v = <double>s[t]
-                            out[t] = prev[t] + v * v
-                    else:
-                        for t in range(t1):
-                            out[t] = prev[t] + <double>s[t]
-            elif j == 0:
-                for t in range(t1):
-                    out[t] = 0.0
-            else:
-                for t in range(t1):
-                    out[t] = prev[t]
-        for j in range(size):
-            c = base + j
-            if c >= C:
-                break
-            out = dst + c * TILE
+                    for t in range(t1):
+                        out[t] = <double>s[t] + prev[t]
+        elif j == size - 1:
+            for t in range(t1):
+                out[t] = 0.0
+        else:
+            for t in range(t1):
+                out[t] = prev[t]
+        j -= 1
+    for j in range(size - 1):
+        r = base + size + j - lo
+        out = pre + j * TILE
+        prev = pre + (j - 1) * TILE
+        if 0 <= r < C:
+            s = src + r * ld
             if j == 0:
-                for t in range(t1):
-                    out[t] = suf[t]
+                if square:
+                    for t in range(t1):
+                        v = <double>s[t]
+                        out[t] = v * v
+                else:
+                    for t in range(t1):
+                        out[t] = <double>s[t]
             else:
-                prev = pre + (j - 1) * TILE
-                for t in range(t1):
-                    out[t] = suf[j * TILE + t] + prev[t]
+                if square:
+                    for t in range(t1):
+                        v = <double>s[t]
+                        out[t] = prev[t] + v * v
+                else:
+                    for t in range(t1):
+                        out[t] = prev[t] + <double>s[t]
+        elif j == 0:
+            for t in range(t1):
+                out[t] = 0.0
+        else:
+            for t in range(t1):
+                out[t] = prev[t]
+
+
+cdef inline void _window_row(Py_ssize_t j, Py_ssize_t t1, const double* suf, const double* pre,
+                             double* d) noexcept nogil:
+    cdef Py_ssize_t t
+    cdef const double* a = suf + j * TILE
+    cdef const double* b = pre + (j - 1) * TILE
+    if j == 0:
+        for t in range(t1):
+            d[t] = a[t]
+    else:
+        for t in range(t1):
+            d[t] = a[t] + b[t]
+
+
+cdef inline void _window_sum(const floating* src, Py_ssize_t ld, bint square, double* dst,
+                             Py_ssize_t C, Py_ssize_t lo, Py_ssize_t size, Py_ssize_t t1,
+                             double* suf, double* pre) noexcept nogil:
+    """dst[c*TILE + t] = sum over r in [c - lo, c - lo + size) of v(r, t) (see _block)."""
+    cdef Py_ssize_t base = 0, j
+    while base < C:
+        _block(src, ld, square, base, C, lo, size, t1, suf, pre)
+        j = 0
+        while j < size and base + j < C:
+            _window_row(j, t1, suf, pre, dst + (base + j) * TILE)
+            j += 1
         base += size
 
 
 cdef void _lrn_forward_chunk(Py_ssize_t ch, Py_ssize_t nchunks, const floating* x, floating* y,
                              Py_ssize_t N, Py_ssize_t C, Py_ssize_t inner, Py_ssize_t size,
                              Py_ssize_t lo, double a, double k, double beta, int mode) noexcept nogil:
+    """y must not overlap x (the window still reads channels already written)."""
     cdef Py_ssize_t ntiles = (inner + TILE - 1) // TILE, units = N * ntiles
-    cdef Py_ssize_t u, n, i0, t1, c, t
-    cdef double* S = <double*>malloc(C * TILE * sizeof(double))
+    cdef Py_ssize_t u, n, i0, t1, c, t, j, base
+    cdef double* Sc = <double*>malloc(TILE * sizeof(double))
     cdef double* suf = <double*>malloc(size * TILE * sizeof(double))
     cdef double* pre = <double*>malloc(size * TILE * sizeof(double))
     cdef floating* Dt = <floating*>malloc(TILE * sizeof(floating))
     cdef floating s
     cdef const floating* xr
     cdef floating* yr
-    cdef double* Sc
     for u in range(ch * units // nchunks, (ch + 1) * units // nchunks):
         n = u // ntiles
         i0 = (u % ntiles) * TILE
         t1 = TILE if TILE < inner - i0 else inner - i0
-        _window_sum(x + n * C * inner + i0, inner, True, S, C, lo, size, t1, suf, pre)
-        for c in range(C):
-            Sc = S + c * TILE
-            xr = x + (n * C + c) * inner + i0
-            yr = y + (n * C + c) * inner + i0
-            for t in range(t1):
-                Dt[t] = <floating>(k + a * Sc[t])
-            if mode == 1:
+        base = 0
+        while base < C:
+            _block(x + n * C * inner + i0, inner, True, base, C, lo, size, t1, suf, pre)
+            j = 0
+            while j < size and base + j < C:
+                c = base + j
+                _window_row(j, t1, suf, pre, Sc)
+                xr = x + (n * C + c) * inner + i0
+                yr = y + (n * C + c) * inner + i0
                 for t in range(t1):
+                    Dt[t] = <floating>(k + a * Sc[t])
+                if mode != 0:
                     if floating is float:
-                        s = sqrtf(Dt[t])
-                        yr[t] = xr[t] * (<float>1 / (s * sqrtf(s)))
+                        lrn_apply_f32(xr, yr, Dt, t1, mode)
                     else:
-                        s = sqrt(Dt[t])
-                        yr[t] = xr[t] * (1.0 / (s * sqrt(s)))
-            elif mode == 2:
-                for t in range(t1):
-                    if floating is float:
-                        yr[t] = xr[t] * (<float>1 / sqrtf(Dt[t]))
-                    else:
-                        yr[t] = xr[t] * (1.0 / sqrt(Dt[t]))
-            elif mode == 3:
-                for t in range(t1):
-                    yr[t] = xr[t] * (<floating>1 / Dt[t])
-            else:
-                for t in range(t1):
-                    Dt[t] = <floating>pow(k + a * Sc[t], -beta)
-                for t in range(t1):
-                    yr[t] = xr[t] * Dt[t]
-    free(S)
+                        lrn_apply_f64(xr, yr, Dt, t1, mode)
+                else:
+                    for t in range(t1):
+                        Dt[t] = <floating>pow(k + a * Sc[t], -beta)
+                    for t in range(t1):
+                        yr[t] = xr[t] * Dt[t]
+                j += 1
+            base += size
+    free(Sc)
     free(suf)
     free(pre)
     free(Dt)

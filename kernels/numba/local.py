@@ -77,52 +77,60 @@ def _pre_add(out, prev, s, square, t1):
 
 
 @njit(inline="always", **_OPTS)
+def _block(src, off, square, base, C, lo, size, t1, suf, pre):
+    """Suffix sums of the block [base, base + size) of the zero-padded channel axis (right to
+    left) into suf, prefix sums of the next block's first size - 1 positions into pre;
+    padded position q holds v(q - lo, t), v(r, t) = src[r, off + t] (squared in float64 when
+    ``square``), zero outside [0, C)."""
+    for j in range(size - 1, -1, -1):
+        r = base + j - lo
+        out = suf[j]
+        if 0 <= r < C:
+            s = src[r, off:off + t1]
+            if j == size - 1:
+                _suf_first(out, s, square, t1)
+            else:
+                _suf_add(out, s, suf[j + 1], square, t1)
+        elif j == size - 1:
+            out[:t1] = 0.0
+        else:
+            out[:t1] = suf[j + 1, :t1]
+    for j in range(size - 1):
+        r = base + size + j - lo
+        out = pre[j]
+        if 0 <= r < C:
+            s = src[r, off:off + t1]
+            if j == 0:
+                _suf_first(out, s, square, t1)
+            else:
+                _pre_add(out, pre[j - 1], s, square, t1)
+        elif j == 0:
+            out[:t1] = 0.0
+        else:
+            out[:t1] = pre[j - 1, :t1]
+
+
+@njit(inline="always", **_OPTS)
+def _window_row(j, t1, suf, pre, d):
+    """d[t] = the window sum of the channel at position j of the block: suffix + prefix."""
+    a = suf[j]
+    if j == 0:
+        for t in range(t1):
+            d[t] = a[t]
+    else:
+        b = pre[j - 1]
+        for t in range(t1):
+            d[t] = a[t] + b[t]
+
+
+@njit(inline="always", **_OPTS)
 def _window_sum(src, off, square, dst, C, lo, size, t1, suf, pre):
-    """dst[c, t] = sum over r in [c - lo, c - lo + size) of v(r, t), v = src[r, off + t]
-    (squared in float64 when ``square``), zero outside [0, C); for t < t1."""
+    """dst[c, t] = sum over r in [c - lo, c - lo + size) of v(r, t) (see _block); t < t1."""
     base = 0
     while base < C:
-        # suffix sums of the block [base, base + size) of the padded axis, right to left
-        for j in range(size - 1, -1, -1):
-            r = base + j - lo
-            out = suf[j]
-            if 0 <= r < C:
-                s = src[r, off:off + t1]
-                if j == size - 1:
-                    _suf_first(out, s, square, t1)
-                else:
-                    _suf_add(out, s, suf[j + 1], square, t1)
-            elif j == size - 1:
-                out[:t1] = 0.0
-            else:
-                out[:t1] = suf[j + 1, :t1]
-        # prefix sums of the next block, left to right (its first size - 1 positions)
-        for j in range(size - 1):
-            r = base + size + j - lo
-            out = pre[j]
-            if 0 <= r < C:
-                s = src[r, off:off + t1]
-                if j == 0:
-                    _suf_first(out, s, square, t1)
-                else:
-                    _pre_add(out, pre[j - 1], s, square, t1)
-            elif j == 0:
-                out[:t1] = 0.0
-            else:
-                out[:t1] = pre[j - 1, :t1]
-        for j in range(size):
-            c = base + j
-            if c >= C:
-                break
-            d = dst[c]
-            a = suf[j]
-            if j == 0:
-                for t in range(t1):
-                    d[t] = a[t]
-            else:
-                b = pre[j - 1]
-                for t in range(t1):
-                    d[t] = a[t] + b[t]
+        _block(src, off, square, base, C, lo, size, t1, suf, pre)
+        for j in range(min(size, C - base)):
+            _window_row(j, t1, suf, pre, dst[base + j])
         base += size
 
 
@@ -137,35 +145,40 @@ def _lrn_forward_chunk(ch, nchunks, x, y, size, lo, a, k, beta, mode, one):
     N, C, inner = x.shape
     ntiles = (inner + TILE - 1) // TILE
     units = N * ntiles
-    S, _, _, suf, pre, Dt = _lrn_scratch(C, size, x.dtype)
+    Sc, _, _, suf, pre, Dt = _lrn_scratch(1, size, x.dtype)
+    Sc = Sc[0]
     for u in range(ch * units // nchunks, (ch + 1) * units // nchunks):
         n = u // ntiles
         i0 = (u % ntiles) * TILE
         t1 = min(TILE, inner - i0)
         xn = x[n]
         yn = y[n]
-        _window_sum(xn, i0, True, S, C, lo, size, t1, suf, pre)
-        for c in range(C):
-            Sc = S[c]
-            xr = xn[c, i0:i0 + t1]
-            yr = yn[c, i0:i0 + t1]
-            for t in range(t1):
-                Dt[t] = k + a * Sc[t]  # rounded to the input's dtype
-            if mode == 1:
+        base = 0
+        while base < C:
+            _block(xn, i0, True, base, C, lo, size, t1, suf, pre)
+            for j in range(min(size, C - base)):
+                c = base + j
+                _window_row(j, t1, suf, pre, Sc)
+                xr = xn[c, i0:i0 + t1]
+                yr = yn[c, i0:i0 + t1]
                 for t in range(t1):
-                    s = np.sqrt(Dt[t])
-                    yr[t] = xr[t] * (one / (s * np.sqrt(s)))
-            elif mode == 2:
-                for t in range(t1):
-                    yr[t] = xr[t] * (one / np.sqrt(Dt[t]))
-            elif mode == 3:
-                for t in range(t1):
-                    yr[t] = xr[t] * (one / Dt[t])
-            else:
-                for t in range(t1):
-                    Dt[t] = (k + a * Sc[t]) ** (-beta)  # float64 pow, rounded to the dtype
-                for t in range(t1):
-                    yr[t] = xr[t] * Dt[t]
+                    Dt[t] = k + a * Sc[t]  # rounded to the input's dtype
+                if mode == 1:
+                    for t in range(t1):
+                        s = np.sqrt(Dt[t])
+                        yr[t] = xr[t] * (one / (s * np.sqrt(s)))
+                elif mode == 2:
+                    for t in range(t1):
+                        yr[t] = xr[t] * (one / np.sqrt(Dt[t]))
+                elif mode == 3:
+                    for t in range(t1):
+                        yr[t] = xr[t] * (one / Dt[t])
+                else:
+                    for t in range(t1):
+                        Dt[t] = (k + a * Sc[t]) ** (-beta)  # float64 pow, rounded to the dtype
+                    for t in range(t1):
+                        yr[t] = xr[t] * Dt[t]
+            base += size
 
 
 @njit(**_OPTS)
