@@ -10,8 +10,9 @@ a reference to the forward's input, as torch's autograd does: modify that array 
 
 One module per family of layers; each lists its layers in ``__all__``.
 """
-from . import _module, norm
+from . import _module, local, norm
 from ._module import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
+from .local import *  # noqa: F401,F403
 
-__all__ = [*_module.__all__, *norm.__all__]
+__all__ = [*_module.__all__, *norm.__all__, *local.__all__]
