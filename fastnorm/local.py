@@ -89,7 +89,7 @@ def local_response_norm(x, size, *, alpha=1e-4, beta=0.75, k=1.0, out=None):
     >>> import numpy as np, fastnorm.functional as fn
     >>> x = np.ones((1, 3, 1), np.float32)
     >>> fn.local_response_norm(x, 2, alpha=1.0, beta=1.0, k=1.0).ravel()
-    array([0.5, 0.5, 0.6666667], dtype=float32)
+    array([0.6666667, 0.5      , 0.5      ], dtype=float32)
     """
     x, size, alpha, beta, k, mode = _lrn_args(x, size, alpha, beta, k)
     if out is None:
