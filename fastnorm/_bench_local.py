@@ -62,7 +62,7 @@ def _fn_lp_backward(inp):
 
 
 def _fn_wn(inp):
-    return partial(fn.weight_norm, inp["v"], inp["g"])
+    return partial(fn.weight_norm, inp["v"], inp["g"], out=_out(inp, "v"))
 
 
 def _fn_wn_backward(inp):

@@ -295,7 +295,7 @@ def _moved(a, axis):
 
 
 @device_variant
-def weight_norm(v, g, *, axis=0):
+def weight_norm(v, g, *, axis=0, out=None):
     """Weight normalization (Salimans & Kingma 2016): ``w = g * v / ||v||``, the 2-norm taken
     over every axis of v but ``axis`` (over all of v for ``axis=None``), g one value per index
     of ``axis``.
@@ -304,7 +304,7 @@ def weight_norm(v, g, *, axis=0):
     shape (C,) or torch's (C, 1, ..., 1) (C at ``axis``). One difference: torch reads dim=-1 as
     "over the whole tensor"; here -1 is the last axis and None the whole tensor. No eps, as
     torch: a zero slice of v gives NaN. Norms are float64 sums in a fixed order; w is v times
-    the float64 factor g / ||v||, rounded once.
+    the float64 factor g / ||v||, rounded once. ``out`` (an extra of ours) receives w.
 
     Examples
     --------
@@ -314,17 +314,26 @@ def weight_norm(v, g, *, axis=0):
            [2., 0.]])
     """
     v_, axis, shape3, g2, _ = _wn_layout(v, g, axis)
+    if out is not None:
+        out = val.out_array(out, v_.shape, v_.dtype)
     if shape3 is None:
         vm = _moved(v_, axis)
         w = np.empty(vm.shape, v_.dtype)
         if vm.size:
             _pnorm_run(vm, (vm.shape[0], vm.shape[1], 1), g2, w, 2.0, 2, 0.0, True)
         moved_shape = (v_.shape[axis],) + tuple(s for i, s in enumerate(v_.shape) if i != axis)
-        return np.ascontiguousarray(np.moveaxis(w.reshape(moved_shape), 0, axis))
-    w = np.empty(v_.shape, v_.dtype)
+        w = np.moveaxis(w.reshape(moved_shape), 0, axis)
+        if out is None:
+            return np.ascontiguousarray(w)
+        out[...] = w
+        return out
+    if out is None:
+        out = target = np.empty(v_.shape, v_.dtype)
+    else:
+        target = val.kernel_target(out, v_)
     if v_.size:
-        _pnorm_run(v_, shape3, g2, w, 2.0, 2, 0.0, True)
-    return w
+        _pnorm_run(v_, shape3, g2, target, 2.0, 2, 0.0, True)
+    return val.finish(out, target)
 
 
 @device_variant

@@ -278,6 +278,14 @@ def test_weight_norm_keepdims_g_and_errors(backend):
         fn.weight_norm(v, np.ones(2), axis=None)
     with pytest.raises(ValueError, match="dw and v must have the same shape"):
         fn.weight_norm_backward(np.ones((6, 3)), v, g)
+    for axis in (0, 1):
+        out = np.zeros_like(v)
+        assert fn.weight_norm(v, np.ones(v.shape[axis]), axis=axis, out=out) is out
+        assert np.array_equal(out, fn.weight_norm(v, np.ones(v.shape[axis]), axis=axis))
+    vi = v.copy()
+    assert fn.weight_norm(vi, g, out=vi) is vi and np.array_equal(vi, w)
+    with pytest.raises(ValueError, match="out must have shape"):
+        fn.weight_norm(v, g, out=np.zeros((6, 3)))
     # torch's behaviour on a zero slice: NaN, no eps
     v[2] = 0.0
     with np.errstate(all="ignore"):
