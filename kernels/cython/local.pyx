@@ -22,7 +22,7 @@ ctypedef fused floating:
     float
     double
 
-DEF TILE = 512
+DEF TILE = 256
 DEF COLS = 256
 
 

@@ -28,7 +28,7 @@ from .norm import _combine, _scratch
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
-TILE = 512      # LRN: inner positions per work unit
+TILE = 256      # LRN: inner positions per work unit
 COLS = 256     # Lp columns path: inner positions per work unit
 
 
