@@ -76,7 +76,7 @@ def _pre_add(out, prev, s, square, t1):
             out[t] = prev[t] + np.float64(s[t])
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _block(src, off, square, base, C, lo, size, t1, suf, pre):
     """Suffix sums of the block [base, base + size) of the zero-padded channel axis (right to
     left) into suf, prefix sums of the next block's first size - 1 positions into pre;
@@ -123,7 +123,7 @@ def _window_row(j, t1, suf, pre, d):
             d[t] = a[t] + b[t]
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _window_sum(src, off, square, dst, C, lo, size, t1, suf, pre):
     """dst[c, t] = sum over r in [c - lo, c - lo + size) of v(r, t) (see _block); t < t1."""
     base = 0
@@ -140,7 +140,7 @@ def _lrn_scratch(C, size, dtype):
             np.empty((size, TILE)), np.empty((size, TILE)), np.empty(TILE, dtype))
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _lrn_forward_chunk(ch, nchunks, x, y, size, lo, a, k, beta, mode, one):
     N, C, inner = x.shape
     ntiles = (inner + TILE - 1) // TILE
@@ -208,7 +208,7 @@ def _invpow64(d, beta, mode):
     return d ** (-beta)
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _lrn_backward_chunk(ch, nchunks, dy, x, dx, size, lo, a, k, beta, mode):
     N, C, inner = x.shape
     ntiles = (inner + TILE - 1) // TILE
@@ -263,7 +263,7 @@ def lrn_backward_parallel(dy, x, dx, size, lo, a, k, beta, mode):
 # mode: 2 (p = 2), 1 (p = 1), 3 (p = inf), 0 (any other p)
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _row_sum(x, p, mode, acc):
     """sum |x|^p of a row in float64 over 32 lanes (the max of |x| for mode 3)."""
     n = x.shape[0]
@@ -311,7 +311,7 @@ def _root(s, p, mode):
     return s
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _row_dot(dy, x, acc):
     """sum dy * x in float64 over 32 lanes (lanes_grad's sgx with w absent, mean 0, rstd 1)."""
     n = x.shape[0]
@@ -332,7 +332,7 @@ def _clamp(nrm, eps):
     return eps if nrm < eps else nrm
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _lp_rows_chunk(ch, nchunks, x, g, y, norms, p, mode, eps, has_g, write_y):
     m = x.shape[0]
     acc = _scratch()
@@ -391,7 +391,7 @@ def _dnorm_part(v, nrm, p, mode):
     return s * abs(v) ** (p - 1.0)
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _lp_rows_backward_chunk(ch, nchunks, dy, x, g, dx, norms, dots, p, mode, eps, has_g):
     m, n = x.shape
     acc = _scratch()
@@ -437,7 +437,7 @@ def lp_rows_backward_parallel(dy, x, g, dx, norms, dots, p, mode, eps, has_g):
 # ---------------------------------------------------------------- Lp norms (columns)
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _col_norms(xo, i0, t1, p, mode, acc):
     """acc[t] = the p-norm over rows of column i0 + t of the (n, inner) slab xo, rows in order."""
     n = xo.shape[0]
@@ -463,7 +463,7 @@ def _col_norms(xo, i0, t1, p, mode, acc):
         acc[t] = _root(acc[t], p, mode)
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _lp_cols_chunk(ch, nchunks, x, g, y, norms, p, mode, eps, has_g, write_y):
     outer, n, inner = x.shape
     nt = (inner + COLS - 1) // COLS
@@ -500,7 +500,7 @@ def lp_cols_parallel(x, g, y, norms, p, mode, eps, has_g, write_y):
         _lp_cols_chunk(ch, nchunks, x, g, y, norms, p, mode, eps, has_g, write_y)
 
 
-@njit(inline="always", **_OPTS)
+@njit(**_OPTS)
 def _lp_cols_backward_chunk(ch, nchunks, dy, x, g, dx, norms, dots, p, mode, eps, has_g):
     outer, n, inner = x.shape
     nt = (inner + COLS - 1) // COLS
