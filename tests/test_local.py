@@ -349,3 +349,40 @@ def test_inputs_are_not_modified(backend):
     fn.weight_norm_backward(x, x, np.ones(2))
     fn.cosine_linear(x, x[0])
     assert np.array_equal(x, keep)
+
+
+# ---------------------------------------------------------------- laws
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), p=st.sampled_from([1.0, 2.0, 3.0, 0.5, np.inf]),
+       rows=st.integers(1, 6), cols=st.integers(1, 40))
+def test_lp_normalized_rows_have_unit_norm(seed, p, rows, cols):
+    x = np.random.default_rng(seed).standard_normal((rows, cols)) + 0.1
+    y = fn.lp_normalize(x, p=p)
+    np.testing.assert_allclose(ref.lp_norm(y, p, -1), 1.0, rtol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), axis=st.sampled_from([0, 1, 2, None]))
+def test_weight_norm_slices_have_norm_abs_g(seed, axis):
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((3, 4, 5))
+    g = rng.standard_normal(1 if axis is None else v.shape[axis])
+    w = fn.weight_norm(v, g, axis=axis)
+    if axis is None:
+        np.testing.assert_allclose(np.sqrt((w * w).sum()), abs(g[0]), rtol=1e-12)
+    else:
+        red = tuple(i for i in range(3) if i != axis)
+        np.testing.assert_allclose(np.sqrt((w * w).sum(axis=red)), np.abs(g), rtol=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(1, 12), c=st.integers(1, 9))
+def test_lrn_window_of_any_size_matches_direct_sums(seed, size, c):
+    x = np.random.default_rng(seed).standard_normal((2, c, 3)) * 10
+    np.testing.assert_allclose(fn.local_response_norm(x, size, alpha=1.0),
+                               ref.local_response_norm(x, size, alpha=1.0), rtol=1e-13)
