@@ -17,6 +17,10 @@ cnp.import_array()
 cdef extern from "local_math.h" nogil:
     void lrn_apply_f32(const float* x, float* y, const float* d, Py_ssize_t n, int mode)
     void lrn_apply_f64(const double* x, double* y, const double* d, Py_ssize_t n, int mode)
+    void lrn_grad_f32(double* S, double* Q, const float* x, const float* dy, Py_ssize_t n,
+                      double k, double a, double beta, int mode)
+    void lrn_grad_f64(double* S, double* Q, const double* x, const double* dy, Py_ssize_t n,
+                      double k, double a, double beta, int mode)
 
 ctypedef fused floating:
     float
@@ -186,18 +190,6 @@ cdef void _lrn_forward_chunk(Py_ssize_t ch, Py_ssize_t nchunks, const floating* 
     free(Dt)
 
 
-cdef inline double _invpow64(double d, double beta, int mode) noexcept nogil:
-    cdef double s
-    if mode == 1:
-        s = sqrt(d)
-        return 1.0 / (s * sqrt(s))
-    if mode == 2:
-        return 1.0 / sqrt(d)
-    if mode == 3:
-        return 1.0 / d
-    return pow(d, -beta)
-
-
 cdef void _lrn_backward_chunk(Py_ssize_t ch, Py_ssize_t nchunks, const floating* dy,
                               const floating* x, floating* dx, Py_ssize_t N, Py_ssize_t C,
                               Py_ssize_t inner, Py_ssize_t size, Py_ssize_t lo, double a,
@@ -209,7 +201,7 @@ cdef void _lrn_backward_chunk(Py_ssize_t ch, Py_ssize_t nchunks, const floating*
     cdef double* B = <double*>malloc(C * TILE * sizeof(double))
     cdef double* suf = <double*>malloc(size * TILE * sizeof(double))
     cdef double* pre = <double*>malloc(size * TILE * sizeof(double))
-    cdef double c2 = 2.0 * a * beta, d, p, g
+    cdef double c2 = 2.0 * a * beta
     for u in range(ch * units // nchunks, (ch + 1) * units // nchunks):
         n = u // ntiles
         i0 = (u % ntiles) * TILE
@@ -217,12 +209,10 @@ cdef void _lrn_backward_chunk(Py_ssize_t ch, Py_ssize_t nchunks, const floating*
         _window_sum(x + n * C * inner + i0, inner, True, S, C, lo, size, t1, suf, pre)
         for c in range(C):
             row = (n * C + c) * inner + i0
-            for t in range(t1):
-                d = k + a * S[c * TILE + t]
-                p = _invpow64(d, beta, mode)
-                g = <double>dy[row + t]
-                Q[c * TILE + t] = (g * (<double>x[row + t] * p)) / d
-                S[c * TILE + t] = g * p
+            if floating is float:
+                lrn_grad_f32(S + c * TILE, Q + c * TILE, x + row, dy + row, t1, k, a, beta, mode)
+            else:
+                lrn_grad_f64(S + c * TILE, Q + c * TILE, x + row, dy + row, t1, k, a, beta, mode)
         _window_sum[double](Q, TILE, False, B, C, size - 1 - lo, size, t1, suf, pre)
         for c in range(C):
             row = (n * C + c) * inner + i0

@@ -75,3 +75,64 @@ static inline void lrn_apply_f64(const double *x, double *y, const double *d, pt
         y[t] = x[t] * f;
     }
 }
+
+/* LRN backward's per-channel step, in float64, on t < n (kernels/numba/local.py, the loop
+ * after the first window sum): d = k + a * S, p = d^-beta (mode 1: s = sqrt(d),
+ * 1 / (s * sqrt(s)); mode 2: 1 / sqrt(d); mode 3: 1 / d; mode 0: pow(d, -beta)), g = dy,
+ * Q = (g * (x * p)) / d, S = g * p. The same IEEE operations in the SIMD and scalar loops. */
+static inline double lrn_invpow64(double d, double beta, int mode) {
+    double s;
+    if (mode == 1) {
+        s = sqrt(d);
+        return 1.0 / (s * sqrt(s));
+    }
+    if (mode == 2) return 1.0 / sqrt(d);
+    if (mode == 3) return 1.0 / d;
+    return pow(d, -beta);
+}
+
+#if defined(__AVX__)
+static inline __m256d lrn_load4_f32(const float *p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+static inline __m256d lrn_load4_f64(const double *p) { return _mm256_loadu_pd(p); }
+#endif
+
+#if defined(__AVX__)
+#define LRN_GRAD_SIMD(SUF)                                                                     \
+    if (mode != 0) {                                                                           \
+        const __m256d one = _mm256_set1_pd(1.0), kv = _mm256_set1_pd(k), av = _mm256_set1_pd(a); \
+        for (; t + 4 <= n; t += 4) {                                                           \
+            __m256d d = _mm256_add_pd(kv, _mm256_mul_pd(av, _mm256_loadu_pd(S + t))), p;       \
+            if (mode == 1) {                                                                   \
+                __m256d s = _mm256_sqrt_pd(d);                                                 \
+                p = _mm256_div_pd(one, _mm256_mul_pd(s, _mm256_sqrt_pd(s)));                   \
+            } else if (mode == 2) {                                                            \
+                p = _mm256_div_pd(one, _mm256_sqrt_pd(d));                                     \
+            } else {                                                                           \
+                p = _mm256_div_pd(one, d);                                                     \
+            }                                                                                  \
+            __m256d g = lrn_load4_##SUF(dy + t);                                               \
+            _mm256_storeu_pd(Q + t, _mm256_div_pd(                                             \
+                _mm256_mul_pd(g, _mm256_mul_pd(lrn_load4_##SUF(x + t), p)), d));               \
+            _mm256_storeu_pd(S + t, _mm256_mul_pd(g, p));                                      \
+        }                                                                                      \
+    }
+#else
+#define LRN_GRAD_SIMD(SUF)
+#endif
+
+#define LRN_GRAD_DEFINE(T, SUF)                                                                \
+static inline void lrn_grad_##SUF(double *S, double *Q, const T *x, const T *dy, ptrdiff_t n, \
+                                  double k, double a, double beta, int mode) {                 \
+    ptrdiff_t t = 0;                                                                           \
+    LRN_GRAD_SIMD(SUF)                                                                         \
+    for (; t < n; t++) {                                                                       \
+        double d = k + a * S[t];                                                               \
+        double p = lrn_invpow64(d, beta, mode);                                                \
+        double g = (double)dy[t];                                                              \
+        Q[t] = (g * ((double)x[t] * p)) / d;                                                   \
+        S[t] = g * p;                                                                          \
+    }                                                                                          \
+}
+
+LRN_GRAD_DEFINE(float, f32)
+LRN_GRAD_DEFINE(double, f64)
