@@ -76,7 +76,7 @@ def _pre_add(out, prev, s, square, t1):
             out[t] = prev[t] + np.float64(s[t])
 
 
-@njit(**_OPTS)
+@njit(inline="always", **_OPTS)
 def _block(src, off, square, base, C, lo, size, t1, suf, pre):
     """Suffix sums of the block [base, base + size) of the zero-padded channel axis (right to
     left) into suf, prefix sums of the next block's first size - 1 positions into pre;
@@ -123,7 +123,7 @@ def _window_row(j, t1, suf, pre, d):
             d[t] = a[t] + b[t]
 
 
-@njit(**_OPTS)
+@njit(inline="always", **_OPTS)
 def _window_sum(src, off, square, dst, C, lo, size, t1, suf, pre):
     """dst[c, t] = sum over r in [c - lo, c - lo + size) of v(r, t) (see _block); t < t1."""
     base = 0
@@ -263,7 +263,7 @@ def lrn_backward_parallel(dy, x, dx, size, lo, a, k, beta, mode):
 # mode: 2 (p = 2), 1 (p = 1), 3 (p = inf), 0 (any other p)
 
 
-@njit(**_OPTS)
+@njit(inline="always", **_OPTS)
 def _row_sum(x, p, mode, acc):
     """sum |x|^p of a row in float64 over 32 lanes (the max of |x| for mode 3)."""
     n = x.shape[0]
@@ -311,7 +311,7 @@ def _root(s, p, mode):
     return s
 
 
-@njit(**_OPTS)
+@njit(inline="always", **_OPTS)
 def _row_dot(dy, x, acc):
     """sum dy * x in float64 over 32 lanes (lanes_grad's sgx with w absent, mean 0, rstd 1)."""
     n = x.shape[0]
@@ -437,7 +437,7 @@ def lp_rows_backward_parallel(dy, x, g, dx, norms, dots, p, mode, eps, has_g):
 # ---------------------------------------------------------------- Lp norms (columns)
 
 
-@njit(**_OPTS)
+@njit(inline="always", **_OPTS)
 def _col_norms(xo, i0, t1, p, mode, acc):
     """acc[t] = the p-norm over rows of column i0 + t of the (n, inner) slab xo, rows in order."""
     n = xo.shape[0]
