@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+torch.set_num_threads(1)  # small tensors: threads only contend
 
 import fastnorm  # noqa: E402
 from fastnorm import optim  # noqa: E402
