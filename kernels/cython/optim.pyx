@@ -1,5 +1,4 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# distutils: extra_compile_args = -fno-math-errno
 """Optimizer update loops (SGD, Adagrad, Adadelta, RMSprop, Adam/AdamW), Cython + OpenMP.
 
 The multi-tensor layout (pointer table, chunk table, coefficient rows) and the arithmetic,
@@ -172,14 +171,15 @@ cdef void _adam_chunk(const int64_t* ptrs, Py_ssize_t ns, const int64_t* chunk,
     cdef floating d, x, a, s
     cdef bint has_wd = c[4] != 0.0, decoupled = c[5] != 0.0, amsgrad = c[6] != 0.0
     cdef bint maximize = c[7] != 0.0
-    if not has_wd and not amsgrad and not maximize:
-        # the common case as a branch-free loop (vectorizes)
+    if not amsgrad and not maximize and (decoupled or not has_wd):
+        # Adam and AdamW as a branch-free loop (vectorizes); decay is 1 without weight decay
         for i in range(n):
+            x = p[i] * decay
             a = _lerp(m[i], g[i], w1, one_m_w1, small)
             m[i] = a
             s = _fma(w2 * g[i], g[i], v[i] * beta2)
             v[i] = s
-            p[i] = p[i] + (neg_step_size * a) / (_sqrt(s) / bc2_sqrt + eps)
+            p[i] = x + (neg_step_size * a) / (_sqrt(s) / bc2_sqrt + eps)
         return
     for i in range(n):
         d = -g[i] if maximize else g[i]

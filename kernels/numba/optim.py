@@ -250,14 +250,15 @@ def _adam_chunk(ptrs, chunk, coef, proto):
     neg_step_size, bc2_sqrt = T(-c[8]), T(c[9])
     has_wd, decoupled, amsgrad, maximize = c[4] != 0.0, c[5] != 0.0, c[6] != 0.0, c[7] != 0.0
     vmax = _view(ptrs, chunk, 4, proto) if amsgrad else v
-    if not has_wd and not amsgrad and not maximize:
-        # the common case as a branch-free loop (vectorizes)
+    if not amsgrad and not maximize and (decoupled or not has_wd):
+        # Adam and AdamW as a branch-free loop (vectorizes); decay is 1 without weight decay
         for i in range(p.shape[0]):
+            x = p[i] * decay
             a = _lerp(m[i], g[i], w1, one_m_w1, small)
             m[i] = a
             s = fma(w2 * g[i], g[i], v[i] * beta2)
             v[i] = s
-            p[i] = p[i] + (neg_step_size * a) / (np.sqrt(s) / bc2_sqrt + eps)
+            p[i] = x + (neg_step_size * a) / (np.sqrt(s) / bc2_sqrt + eps)
         return
     for i in range(p.shape[0]):
         d = -g[i] if maximize else g[i]
