@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from . import functional
-from .functional import address, chunk_table, multi_step
+from .functional import chunk_table, multi_step, pointer_table
 from .. import _validation as v
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "to_torch",
@@ -42,8 +42,9 @@ class Optimizer:
     """Base class: param groups, per-parameter state, the step loop and state_dicts.
 
     A subclass gives ``algorithm`` (the kernel), ``defaults`` (torch's group keys, in torch's
-    order, with torch's defaults) and ``_tensor(p, group, state)``, which returns the state
-    arrays in the kernel's slot order and the tensor's coefficient row.
+    order, with torch's defaults) and ``_tensor(p, group, state, coefs)``, which returns the
+    state arrays in the kernel's slot order and the tensor's coefficient row (shared through
+    ``coefs`` by the tensors of a group at the same step).
     """
 
     algorithm = None
@@ -145,20 +146,20 @@ class Optimizer:
                     work.append((k, p, np.ascontiguousarray(g), group))
                 k += 1
         batches = {}
+        coefs = {}  # tensors of one group at one step share their coefficients
         for k, p, g, group in work:
             state = self.state.setdefault(k, {})
             if "step" in state or self._counts_steps:
                 state["step"] = float(state.get("step", 0.0)) + 1.0
-            slots, coef = self._tensor(p, group, state)
-            row = [address(p), address(g)] + [0 if a is None else address(a) for a in slots]
-            b = batches.setdefault(p.dtype, ([], [], [], [g]))
-            b[0].append(row)
+            slots, coef = self._tensor(p, group, state, coefs)
+            b = batches.setdefault(p.dtype, ([], [], []))
+            b[0].extend((p, g, *slots))  # holds converted grads through the launch
             b[1].append(coef)
             b[2].append(p.size)
-            b[3].append(g)  # keeps converted grads alive through the launch
-        for dtype, (rows, coefs, sizes, _) in batches.items():
-            multi_step(self.algorithm, dtype, np.array(rows, np.int64), chunk_table(sizes),
-                       np.array(coefs, np.float64), sum(sizes))
+        nslots = 2 + len(functional.SLOTS[self.algorithm])
+        for dtype, (arrays, rows, sizes) in batches.items():
+            multi_step(self.algorithm, dtype, pointer_table(arrays, nslots), chunk_table(sizes),
+                       np.array(rows, np.float64), sum(sizes))
 
     _counts_steps = True
 
@@ -274,7 +275,7 @@ class SGD(Optimizer):
         if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def _tensor(self, p, g, state):
+    def _tensor(self, p, g, state, coefs):
         first = False
         buf = None
         if g["momentum"] != 0:
@@ -282,8 +283,11 @@ class SGD(Optimizer):
             if buf is None:
                 buf = state["momentum_buffer"] = np.empty_like(p)
                 first = True
-        return (buf,), functional.sgd_coef(g["lr"], g["momentum"], g["dampening"],
-                                           g["weight_decay"], g["nesterov"], g["maximize"], first)
+        key = (id(g), first)
+        if key not in coefs:
+            coefs[key] = functional.sgd_coef(g["lr"], g["momentum"], g["dampening"],
+                                             g["weight_decay"], g["nesterov"], g["maximize"], first)
+        return (buf,), coefs[key]
 
 
 class Adagrad(Optimizer):
@@ -309,11 +313,14 @@ class Adagrad(Optimizer):
         state["step"] = 0.0
         state["sum"] = np.full_like(p, group["initial_accumulator_value"])
 
-    def _tensor(self, p, g, state):
+    def _tensor(self, p, g, state, coefs):
         if "sum" not in state:
             state["sum"] = np.full_like(p, g["initial_accumulator_value"])
-        return (state["sum"],), functional.adagrad_coef(
-            g["lr"], g["lr_decay"], g["weight_decay"], g["eps"], g["maximize"], state["step"])
+        key = (id(g), state["step"])
+        if key not in coefs:
+            coefs[key] = functional.adagrad_coef(g["lr"], g["lr_decay"], g["weight_decay"],
+                                                 g["eps"], g["maximize"], state["step"])
+        return (state["sum"],), coefs[key]
 
 
 class Adadelta(Optimizer):
@@ -332,9 +339,12 @@ class Adadelta(Optimizer):
         super()._check(g)
         _number(g["rho"], "rho value", 0.0, 1.0)
 
-    def _tensor(self, p, g, state):
-        return (_zeros(state, "square_avg", p), _zeros(state, "acc_delta", p)), \
-            functional.adadelta_coef(g["lr"], g["rho"], g["eps"], g["weight_decay"], g["maximize"])
+    def _tensor(self, p, g, state, coefs):
+        key = id(g)
+        if key not in coefs:
+            coefs[key] = functional.adadelta_coef(g["lr"], g["rho"], g["eps"], g["weight_decay"],
+                                                  g["maximize"])
+        return (_zeros(state, "square_avg", p), _zeros(state, "acc_delta", p)), coefs[key]
 
 
 class RMSprop(Optimizer):
@@ -355,13 +365,15 @@ class RMSprop(Optimizer):
         _number(g["momentum"], "momentum value")
         _number(g["alpha"], "alpha value")
 
-    def _tensor(self, p, g, state):
+    def _tensor(self, p, g, state, coefs):
         sq = _zeros(state, "square_avg", p)
         buf = _zeros(state, "momentum_buffer", p) if g["momentum"] > 0 else None
         ga = _zeros(state, "grad_avg", p) if g["centered"] else None
-        return (sq, ga, buf), functional.rmsprop_coef(
-            g["lr"], g["alpha"], g["eps"], g["weight_decay"], g["momentum"], g["centered"],
-            g["maximize"])
+        key = id(g)
+        if key not in coefs:
+            coefs[key] = functional.rmsprop_coef(g["lr"], g["alpha"], g["eps"], g["weight_decay"],
+                                                 g["momentum"], g["centered"], g["maximize"])
+        return (sq, ga, buf), coefs[key]
 
 
 class Adam(Optimizer):
@@ -397,14 +409,17 @@ class Adam(Optimizer):
         _number(b1, "beta parameter at index 0", 0.0, 1.0, high_open=True)
         _number(b2, "beta parameter at index 1", 0.0, 1.0, high_open=True)
 
-    def _tensor(self, p, g, state):
+    def _tensor(self, p, g, state, coefs):
         m = _zeros(state, "exp_avg", p)
         s = _zeros(state, "exp_avg_sq", p)
         vmax = _zeros(state, "max_exp_avg_sq", p) if g["amsgrad"] else None
-        b1, b2 = g["betas"]
-        return (m, s, vmax), functional.adam_coef(
-            g["lr"], b1, b2, g["eps"], g["weight_decay"], g["decoupled_weight_decay"],
-            g["amsgrad"], g["maximize"], state["step"])
+        key = (id(g), state["step"])
+        if key not in coefs:
+            b1, b2 = g["betas"]
+            coefs[key] = functional.adam_coef(
+                g["lr"], b1, b2, g["eps"], g["weight_decay"], g["decoupled_weight_decay"],
+                g["amsgrad"], g["maximize"], state["step"])
+        return (m, s, vmax), coefs[key]
 
 
 class AdamW(Adam):

@@ -94,6 +94,23 @@ def address(a):
     return a.__array_interface__["data"][0]
 
 
+try:
+    from ..kernels.cython.optim import addresses as _cython_addresses
+except ImportError:  # the cython extensions are not built
+    _cython_addresses = None
+
+
+def pointer_table(arrays, slots):
+    """(len(arrays) // slots, slots) int64 table of the arrays' data addresses (0 for None);
+    every array must be an ndarray (or None)."""
+    out = np.empty(len(arrays), np.int64)
+    if _cython_addresses is not None:
+        _cython_addresses(arrays, out)
+    else:
+        out[:] = [0 if a is None else a.ctypes.data for a in arrays]
+    return out.reshape(-1, slots)
+
+
 def _is_kernel_ready(a):
     f = a.flags
     return f.c_contiguous and f.aligned and a.dtype.isnative

@@ -260,3 +260,14 @@ def rmsprop_step(cnp.ndarray ptrs, cnp.ndarray chunks, cnp.ndarray coef, cnp.nda
 
 def adam_step(cnp.ndarray ptrs, cnp.ndarray chunks, cnp.ndarray coef, cnp.ndarray proto, int nthreads):
     _run(_adam_chunk[float], _adam_chunk[double], ptrs, chunks, coef, proto, nthreads)
+
+
+def addresses(list arrays, cnp.ndarray out):
+    """out[i] = the data address of arrays[i] (0 for None): the pointer table, built without
+    a Python attribute lookup per array. The caller passes ndarrays (or None) only."""
+    cdef Py_ssize_t i, n = len(arrays)
+    cdef int64_t* o = <int64_t*>cnp.PyArray_DATA(out)
+    cdef object a
+    for i in range(n):
+        a = arrays[i]
+        o[i] = 0 if a is None else <int64_t>cnp.PyArray_DATA(<cnp.ndarray>a)
