@@ -225,3 +225,15 @@ def test_loading_never_unpickles(tmp_path):
     path.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(ValueError, match="truncated, altered"):
         fastnorm.load(path)
+
+
+def test_layer_state_dict_round_trip(tmp_path):
+    from fastnorm import nn
+
+    layer = nn.LayerNorm(6)
+    layer.params["weight"][:] = np.arange(6)
+    fastnorm.save(tmp_path / "ln", layer.state_dict())
+    other = nn.LayerNorm(6)
+    other.load_state_dict(fastnorm.load(tmp_path / "ln"))
+    x = np.random.default_rng(0).standard_normal((3, 6))
+    np.testing.assert_array_equal(layer(x), other(x))

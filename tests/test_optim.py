@@ -401,3 +401,10 @@ def test_functional_equals_the_optimizer_step(backend):
         F.adam_(p, g, m, v, step, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, decoupled=True)
         opt.step([g])
     np.testing.assert_array_equal(p, q)
+
+
+def test_functional_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(F, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 5 and result.failed == 0

@@ -385,7 +385,7 @@ class Adam(Optimizer):
     >>> import numpy as np; from fastnorm.optim import Adam
     >>> w = np.zeros(2, np.float32); opt = Adam([w], lr=0.1)
     >>> opt.step([np.array([1.0, -1.0], np.float32)]); w
-    array([-0.1,  0.1], dtype=float32)
+    array([-0.09999999,  0.09999999], dtype=float32)
     >>> opt.state_dict()["state"][0]["exp_avg"]
     array([ 0.1, -0.1], dtype=float32)
     """
