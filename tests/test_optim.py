@@ -408,3 +408,23 @@ def test_functional_docstring_examples():
 
     result = doctest.testmod(F, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_chunk_table_covers_every_element_once():
+    sizes = [0, 5, 2 * F.CHUNK + 1, F.CHUNK]
+    table = F.chunk_table(sizes)
+    assert table.dtype == np.int64 and table.shape == (1 + 3 + 1, 3)
+    for t, n in enumerate(sizes):
+        rows = table[table[:, 0] == t]
+        covered = np.concatenate([np.arange(a, b) for _, a, b in rows]) if len(rows) else np.array([], int)
+        np.testing.assert_array_equal(covered, np.arange(n))
+        assert (rows[:, 2] - rows[:, 1] <= F.CHUNK).all()
+
+
+def test_pointer_table_without_the_compiled_helper(monkeypatch):
+    arrays = [np.ones(3), None, np.zeros(2), np.ones(1)]
+    fast = F.pointer_table(arrays, 2)
+    monkeypatch.setattr(F, "_cython_addresses", None)
+    slow = F.pointer_table(arrays, 2)
+    np.testing.assert_array_equal(fast, slow)
+    assert slow[0, 1] == 0 and slow[0, 0] == arrays[0].ctypes.data

@@ -213,7 +213,7 @@ cdef void _launch32(chunk_f32 f, const int64_t* ptrs, Py_ssize_t ns, const int64
         for k in range(nchunks):
             f(ptrs, ns, chunks + 3 * k, coef + chunks[3 * k] * nk, 0.0)
     else:
-        for k in prange(nchunks, num_threads=nthreads, schedule="static"):
+        for k in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             f(ptrs, ns, chunks + 3 * k, coef + chunks[3 * k] * nk, 0.0)
 
 
@@ -224,7 +224,7 @@ cdef void _launch64(chunk_f64 f, const int64_t* ptrs, Py_ssize_t ns, const int64
         for k in range(nchunks):
             f(ptrs, ns, chunks + 3 * k, coef + chunks[3 * k] * nk, 0.0)
     else:
-        for k in prange(nchunks, num_threads=nthreads, schedule="static"):
+        for k in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             f(ptrs, ns, chunks + 3 * k, coef + chunks[3 * k] * nk, 0.0)
 
 
