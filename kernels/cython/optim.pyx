@@ -206,6 +206,8 @@ ctypedef void (*chunk_f32)(const int64_t*, Py_ssize_t, const int64_t*, const dou
 ctypedef void (*chunk_f64)(const int64_t*, Py_ssize_t, const int64_t*, const double*, double) noexcept nogil
 
 
+# Chunks are taken dynamically: a thread preempted on a busy machine does not hold the whole
+# step at the region's closing barrier (elementwise updates: the result does not depend on it).
 cdef void _launch32(chunk_f32 f, const int64_t* ptrs, Py_ssize_t ns, const int64_t* chunks,
                     Py_ssize_t nchunks, const double* coef, Py_ssize_t nk, int nthreads) noexcept nogil:
     cdef Py_ssize_t k
