@@ -428,3 +428,30 @@ def test_pointer_table_without_the_compiled_helper(monkeypatch):
     slow = F.pointer_table(arrays, 2)
     np.testing.assert_array_equal(fast, slow)
     assert slow[0, 1] == 0 and slow[0, 0] == arrays[0].ctypes.data
+
+
+def test_optimizers_step_from_many_threads_at_once(backend):
+    import threading
+
+    n = 600_000  # numba's parallel path (launches serialized by _dispatch's lock)
+    rng = np.random.default_rng(10)
+    inits = [rng.standard_normal(n).astype(np.float32) for _ in range(4)]
+    grads = [rng.standard_normal(n).astype(np.float32) for _ in range(4)]
+
+    def run(k, out):
+        p = inits[k].copy()
+        opt = optim.Adam([p], lr=0.01)
+        for _ in range(3):
+            opt.step([grads[k]])
+        out[k] = p
+
+    serial, threaded = {}, {}
+    for k in range(4):
+        run(k, serial)
+    threads = [threading.Thread(target=run, args=(k, threaded)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        np.testing.assert_array_equal(threaded[k], serial[k])
