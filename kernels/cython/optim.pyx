@@ -206,8 +206,9 @@ ctypedef void (*chunk_f32)(const int64_t*, Py_ssize_t, const int64_t*, const dou
 ctypedef void (*chunk_f64)(const int64_t*, Py_ssize_t, const int64_t*, const double*, double) noexcept nogil
 
 
-# Chunks are taken dynamically: a thread preempted on a busy machine does not hold the whole
-# step at the region's closing barrier (elementwise updates: the result does not depend on it).
+# Chunks are handed out "guided" (large contiguous runs first, then smaller ones): a thread
+# preempted on a busy machine does not hold the whole step at the region's closing barrier
+# (elementwise updates: the result does not depend on which thread runs a chunk).
 cdef void _launch32(chunk_f32 f, const int64_t* ptrs, Py_ssize_t ns, const int64_t* chunks,
                     Py_ssize_t nchunks, const double* coef, Py_ssize_t nk, int nthreads) noexcept nogil:
     cdef Py_ssize_t k
@@ -215,7 +216,7 @@ cdef void _launch32(chunk_f32 f, const int64_t* ptrs, Py_ssize_t ns, const int64
         for k in range(nchunks):
             f(ptrs, ns, chunks + 3 * k, coef + chunks[3 * k] * nk, 0.0)
     else:
-        for k in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
+        for k in prange(nchunks, num_threads=nthreads, schedule="guided"):
             f(ptrs, ns, chunks + 3 * k, coef + chunks[3 * k] * nk, 0.0)
 
 
@@ -226,7 +227,7 @@ cdef void _launch64(chunk_f64 f, const int64_t* ptrs, Py_ssize_t ns, const int64
         for k in range(nchunks):
             f(ptrs, ns, chunks + 3 * k, coef + chunks[3 * k] * nk, 0.0)
     else:
-        for k in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
+        for k in prange(nchunks, num_threads=nthreads, schedule="guided"):
             f(ptrs, ns, chunks + 3 * k, coef + chunks[3 * k] * nk, 0.0)
 
 
