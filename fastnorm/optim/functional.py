@@ -191,9 +191,11 @@ def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,
         g = g + momentum * b  (nesterov)   or   g = b
         p = p - lr * g
 
-    The seed's Nesterov (NAG) evaluates the gradient at the look-ahead point p + momentum * v
-    and steps v = momentum * v - lr * g, p = p + v; torch's form above is the same method
-    rewritten in terms of the gradient at p (Sutskever et al.), and is the rule here.
+    The seed keeps lr inside the buffer: m = momentum * m + lr * g, p = p - m (the same
+    steps as torch's for a constant lr), and its NAG takes the gradient at the look-ahead
+    point: m = momentum * m + lr * grad(p - momentum * m), p = p - m. torch's nesterov form
+    above is that method rewritten with the gradient at p (Sutskever et al.), and is the rule
+    here.
     ``momentum_buffer`` (param's shape and dtype) is needed when momentum != 0.
 
     Examples
@@ -230,8 +232,9 @@ def adagrad_(param, grad, state_sum, step, *, lr=1e-2, lr_decay=0.0, weight_deca
         sum = sum + g * g
         p = p - clr * g / (sqrt(sum) + eps)
 
-    The seed writes p - lr / sqrt(sum + eps) * g (eps inside the root, no lr decay); torch's
-    placement, eps outside the root, is the rule here.
+    The seed writes r = r + g^2, p = p - lr / sqrt(r + eps) * g^2 (the g^2 of its last line
+    is a typo for g; eps inside the root, no lr decay); torch's placement, eps outside the
+    root, is the rule here.
 
     Examples
     --------
