@@ -172,13 +172,26 @@ cdef void _adam_chunk(const int64_t* ptrs, Py_ssize_t ns, const int64_t* chunk,
     cdef floating d, x, a, s
     cdef bint has_wd = c[4] != 0.0, decoupled = c[5] != 0.0, amsgrad = c[6] != 0.0
     cdef bint maximize = c[7] != 0.0
-    if not amsgrad and not maximize and (decoupled or not has_wd):
-        # Adam and AdamW as a branch-free loop (vectorizes); decay is 1 without weight decay
+    # branch-free loops for the cases without amsgrad (they vectorize): sign = -1 negates the
+    # gradient exactly (maximize); decay is 1 without weight decay
+    cdef floating sign = <floating>(-1.0 if maximize else 1.0)
+    if not amsgrad and (decoupled or not has_wd):
         for i in range(n):
+            d = g[i] * sign
             x = p[i] * decay
-            a = _lerp(m[i], g[i], w1, one_m_w1, small)
+            a = _lerp(m[i], d, w1, one_m_w1, small)
             m[i] = a
-            s = _fma(w2 * g[i], g[i], v[i] * beta2)
+            s = _fma(w2 * d, d, v[i] * beta2)
+            v[i] = s
+            p[i] = x + (neg_step_size * a) / (_sqrt(s) / bc2_sqrt + eps)
+        return
+    if not amsgrad:  # Adam's L2 penalty
+        for i in range(n):
+            x = p[i]
+            d = _fma(wd, x, g[i] * sign)
+            a = _lerp(m[i], d, w1, one_m_w1, small)
+            m[i] = a
+            s = _fma(w2 * d, d, v[i] * beta2)
             v[i] = s
             p[i] = x + (neg_step_size * a) / (_sqrt(s) / bc2_sqrt + eps)
         return

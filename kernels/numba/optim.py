@@ -250,13 +250,26 @@ def _adam_chunk(ptrs, chunk, coef, proto):
     neg_step_size, bc2_sqrt = T(-c[8]), T(c[9])
     has_wd, decoupled, amsgrad, maximize = c[4] != 0.0, c[5] != 0.0, c[6] != 0.0, c[7] != 0.0
     vmax = _view(ptrs, chunk, 4, proto) if amsgrad else v
-    if not amsgrad and not maximize and (decoupled or not has_wd):
-        # Adam and AdamW as a branch-free loop (vectorizes); decay is 1 without weight decay
+    # branch-free loops for the cases without amsgrad (they vectorize): sign = -1 negates the
+    # gradient exactly (maximize); decay is 1 without weight decay
+    sign = T(-1.0) if maximize else T(1.0)
+    if not amsgrad and (decoupled or not has_wd):
         for i in range(p.shape[0]):
+            d = g[i] * sign
             x = p[i] * decay
-            a = _lerp(m[i], g[i], w1, one_m_w1, small)
+            a = _lerp(m[i], d, w1, one_m_w1, small)
             m[i] = a
-            s = fma(w2 * g[i], g[i], v[i] * beta2)
+            s = fma(w2 * d, d, v[i] * beta2)
+            v[i] = s
+            p[i] = x + (neg_step_size * a) / (np.sqrt(s) / bc2_sqrt + eps)
+        return
+    if not amsgrad:  # Adam's L2 penalty
+        for i in range(p.shape[0]):
+            x = p[i]
+            d = fma(wd, x, g[i] * sign)
+            a = _lerp(m[i], d, w1, one_m_w1, small)
+            m[i] = a
+            s = fma(w2 * d, d, v[i] * beta2)
             v[i] = s
             p[i] = x + (neg_step_size * a) / (np.sqrt(s) / bc2_sqrt + eps)
         return
