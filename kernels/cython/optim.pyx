@@ -133,6 +133,14 @@ cdef void _rmsprop_chunk(const int64_t* ptrs, Py_ssize_t ns, const int64_t* chun
     cdef bint small = fabs(w) < 0.5
     cdef bint has_wd = c[3] != 0.0, has_mom = c[4] > 0.0, centered = c[5] != 0.0
     cdef bint maximize = c[6] != 0.0
+    cdef floating sign = <floating>(-1.0 if maximize else 1.0)
+    if not (has_wd or has_mom or centered):  # torch's default RMSprop, branch-free
+        for i in range(n):
+            d = g[i] * sign
+            s = _fma(w * d, d, sq[i] * alpha)
+            sq[i] = s
+            p[i] = p[i] + (neg_lr * d) / (_sqrt(s) + eps)
+        return
     for i in range(n):
         d = -g[i] if maximize else g[i]
         if has_wd:
@@ -183,6 +191,18 @@ cdef void _adam_chunk(const int64_t* ptrs, Py_ssize_t ns, const int64_t* chunk,
             m[i] = a
             s = _fma(w2 * d, d, v[i] * beta2)
             v[i] = s
+            p[i] = x + (neg_step_size * a) / (_sqrt(s) / bc2_sqrt + eps)
+        return
+    if decoupled or not has_wd:  # amsgrad
+        for i in range(n):
+            d = g[i] * sign
+            x = p[i] * decay
+            a = _lerp(m[i], d, w1, one_m_w1, small)
+            m[i] = a
+            s = _fma(w2 * d, d, v[i] * beta2)
+            v[i] = s
+            s = _nan_max(vmax[i], s)
+            vmax[i] = s
             p[i] = x + (neg_step_size * a) / (_sqrt(s) / bc2_sqrt + eps)
         return
     if not amsgrad:  # Adam's L2 penalty

@@ -197,6 +197,14 @@ def _rmsprop_chunk(ptrs, chunk, coef, proto):
     has_wd, has_mom, centered, maximize = c[3] != 0.0, c[4] > 0.0, c[5] != 0.0, c[6] != 0.0
     ga = _view(ptrs, chunk, 3, proto) if centered else p
     buf = _view(ptrs, chunk, 4, proto) if has_mom else p
+    if not (has_wd or has_mom or centered):  # torch's default RMSprop, branch-free
+        sign = T(-1.0) if maximize else T(1.0)
+        for i in range(p.shape[0]):
+            d = g[i] * sign
+            s = fma(w * d, d, sq[i] * alpha)
+            sq[i] = s
+            p[i] = p[i] + (neg_lr * d) / (np.sqrt(s) + eps)
+        return
     for i in range(p.shape[0]):
         d = -g[i] if maximize else g[i]
         if has_wd:
@@ -261,6 +269,18 @@ def _adam_chunk(ptrs, chunk, coef, proto):
             m[i] = a
             s = fma(w2 * d, d, v[i] * beta2)
             v[i] = s
+            p[i] = x + (neg_step_size * a) / (np.sqrt(s) / bc2_sqrt + eps)
+        return
+    if decoupled or not has_wd:  # amsgrad
+        for i in range(p.shape[0]):
+            d = g[i] * sign
+            x = p[i] * decay
+            a = _lerp(m[i], d, w1, one_m_w1, small)
+            m[i] = a
+            s = fma(w2 * d, d, v[i] * beta2)
+            v[i] = s
+            s = _nan_max(vmax[i], s)
+            vmax[i] = s
             p[i] = x + (neg_step_size * a) / (np.sqrt(s) / bc2_sqrt + eps)
         return
     if not amsgrad:  # Adam's L2 penalty
