@@ -10,8 +10,9 @@ results for any thread count.
 from ._dispatch import get_backend, get_num_threads, set_backend, set_num_threads
 from . import functional
 from . import nn
-from . import init, random  # noqa: E402
+from . import init, optim, random
+from .io import load, save
 
 __version__ = "0.1.0"
-__all__ = ["functional", "nn", "set_backend", "get_backend", "set_num_threads", "get_num_threads"]
-__all__ += ["init", "random"]
+__all__ = ["functional", "nn", "optim", "init", "random", "save", "load", "set_backend",
+           "get_backend", "set_num_threads", "get_num_threads"]
