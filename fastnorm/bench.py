@@ -40,7 +40,8 @@ from . import _dispatch
 #: baseline name -> the modules it needs; a baseline runs only when all are importable
 BASELINES = {"numpy": ("numpy",), "torch": ("torch",), "onnxruntime": ("onnxruntime", "onnx")}
 #: modules that register ops of their own when imported (see the module docstring)
-OP_MODULES = ("fastnorm._bench_batch", "fastnorm._bench_local", "fastnorm._bench_dropout")
+OP_MODULES = ("fastnorm._bench_batch", "fastnorm._bench_local", "fastnorm._bench_dropout",
+              "fastnorm._bench_divergence")
 
 F32 = np.dtype(np.float32)
 #: default shapes of a row op: per-call latency, cache-resident, larger than cache, headline

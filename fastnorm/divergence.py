@@ -24,7 +24,12 @@ def _rows(a, axis):
     if axis != a.ndim - 1:
         a = np.moveaxis(a, axis, -1)
     n = a.shape[-1]
-    return v.contiguous(a).reshape(-1, n) if a.size else np.empty((math.prod(a.shape[:-1]), n), a.dtype)
+    if not a.size:
+        return np.empty((math.prod(a.shape[:-1]), n), a.dtype)
+    if not (a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
+        # one array type per dtype reaches the kernels (numba compiles one per type)
+        a = np.array(a, order="C")
+    return a.reshape(-1, n)
 
 
 def _inputs(p, q, axis):

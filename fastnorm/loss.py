@@ -99,7 +99,7 @@ def _sce_inputs(logits, labels, weight, ignore_index, reduction, label_smoothing
         if w.shape != (ncls,):
             raise ValueError(f"weight must have shape ({ncls},) (one per class), got {w.shape}")
         w = v.contiguous(w.astype(x.dtype).astype(_F64))
-    x2 = _rows(x, 1) if x.ndim > 1 else x.reshape(1, -1)
+    x2 = _rows(x, 1) if x.ndim > 1 else _rows(x.reshape(1, -1), 1)
     valid = lab != ignore_index
     if w is None:
         wsum, denom = float(ncls), float(np.count_nonzero(valid))

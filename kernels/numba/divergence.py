@@ -20,7 +20,7 @@ from numba.core.extending import intrinsic
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
-ENTROPY, KL, CROSS, JS = 0, 1, 2, 3
+ENTROPY, KL, CROSS, JS, KL_EXACT = 0, 1, 2, 3, 4
 
 
 @intrinsic
@@ -134,6 +134,18 @@ def rel_entr(x, y):
 
 
 @njit(inline="always", **_OPTS)
+def rel_entr_exact(x, y):
+    """rel_entr, with log x - log y where x / y overflows (y subnormal): a row's second pass
+    when its sum came out inf."""
+    r = x / y
+    v = x * flog(r) if r < np.inf else x * (flog(x) - flog(y))
+    v = 0.0 if (x == 0.0 and y >= 0.0) else v
+    v = np.inf if (x < 0.0 or y < 0.0) else v
+    v = v if (x == x and y == y) else np.nan
+    return v
+
+
+@njit(inline="always", **_OPTS)
 def cross_term(x, y):
     """-x log y; 0 where x = 0 <= y, inf where y = 0 < x, NaN where either is negative."""
     v = -(x * flog(y))
@@ -151,6 +163,8 @@ def _term(mode, x, y):
         return rel_entr(x, y)
     if mode == CROSS:
         return cross_term(x, y)
+    if mode == KL_EXACT:
+        return rel_entr_exact(x, y)
     mm = (x + y) * 0.5
     return rel_entr(x, mm) + rel_entr(y, mm)
 
@@ -176,6 +190,7 @@ def _combine(acc):
 
 @njit(inline="always", **_OPTS)
 def _lane_sum(x, acc):
+    """sum of x in the fixed 32-lane order (float64)."""
     n = x.shape[0]
     n32 = n - n % 32
     acc[:] = 0.0
@@ -188,20 +203,34 @@ def _lane_sum(x, acc):
     return s
 
 
+@njit(**_OPTS)
+def _terms(mode, p, q, rp, rq, buf):
+    """buf[i] = the ``mode`` term at the normalized p[i], q[i] (an elementwise loop: it
+    vectorizes; the sum is taken afterwards, in lanes)."""
+    for i in range(p.shape[0]):
+        buf[i] = _term(mode, p[i] * rp, q[i] * rq)
+
+
 @njit(inline="always", **_OPTS)
-def _div_row(mode, p, q, acc):
+def _div_row(mode, p, q, acc, buf):
     """Divergence ``mode`` of one row, inputs normalized by their sums (scipy: pk / sum(pk))."""
     n = p.shape[0]
-    n32 = n - n % 32
     rp = 1.0 / _lane_sum(p, acc)
     rq = rp if mode == ENTROPY else 1.0 / _lane_sum(q, acc)
-    acc[:] = 0.0
-    for i in range(0, n32, 32):
-        for j in range(32):
-            acc[j] += _term(mode, p[i + j] * rp, q[i + j] * rq)
-    s = _combine(acc)
-    for i in range(n32, n):
-        s += _term(mode, p[i] * rp, q[i] * rq)
+    b = buf[:n]
+    if mode == ENTROPY:
+        _terms(ENTROPY, p, q, rp, rq, b)
+    elif mode == KL:
+        _terms(KL, p, q, rp, rq, b)
+    elif mode == CROSS:
+        _terms(CROSS, p, q, rp, rq, b)
+    else:
+        _terms(JS, p, q, rp, rq, b)
+    s = _lane_sum(b, acc)
+    if mode == KL and s == np.inf:
+        # inf: q = 0 < p, or p/q overflowed (q subnormal): the exact pass tells them apart
+        _terms(KL_EXACT, p, q, rp, rq, b)
+        s = _lane_sum(b, acc)
     return s
 
 
@@ -212,10 +241,11 @@ def row_chunks(m):
 
 @njit(inline="always", **_OPTS)
 def _div_chunk(c, nchunks, mode, p, q, out):
-    m = p.shape[0]
+    m, n = p.shape
     acc = _scratch()
+    buf = np.empty(n)
     for r in range(c * m // nchunks, (c + 1) * m // nchunks):
-        out[r] = _div_row(mode, p[r], q[r], acc)
+        out[r] = _div_row(mode, p[r], q[r], acc, buf)
 
 
 @njit(**_OPTS)
@@ -247,32 +277,26 @@ def _row_max(x):
     return mx
 
 
+@njit(**_OPTS)
+def _exps(x, mx, e):
+    """e[i] = exp(x[i] - mx) (elementwise: it vectorizes)."""
+    for i in range(x.shape[0]):
+        e[i] = fexp(x[i] - mx)
+
+
 @njit(inline="always", **_OPTS)
-def _exp_sum(x, mx, e, store, acc):
-    """sum exp(x - mx) in lanes; e[i] = exp(x[i] - mx) when ``store``."""
-    n = x.shape[0]
-    n32 = n - n % 32
-    acc[:] = 0.0
-    for i in range(0, n32, 32):
-        for j in range(32):
-            t = fexp(x[i + j] - mx)
-            if store:
-                e[i + j] = t
-            acc[j] += t
-    s = _combine(acc)
-    for i in range(n32, n):
-        t = fexp(x[i] - mx)
-        if store:
-            e[i] = t
-        s += t
-    return s
+def _exp_sum(x, mx, e, acc):
+    """sum exp(x - mx) in lanes; e[:n] holds the exponentials."""
+    b = e[:x.shape[0]]
+    _exps(x, mx, b)
+    return _lane_sum(b, acc)
 
 
 @njit(inline="always", **_OPTS)
 def _softmax_row(x, y, log, e, acc):
     n = x.shape[0]
     mx = _row_max(x)
-    s = _exp_sum(x, mx, e, not log, acc)
+    s = _exp_sum(x, mx, e, acc)
     if log:
         lse = mx + flog(s)
         for i in range(n):
@@ -311,31 +335,25 @@ def softmax_rows_parallel(x, y, log):
 
 
 @njit(inline="always", **_OPTS)
-def _sce_row(x, label, w, has_w, wsum, ignore_index, eps, g, want_grad, dx, e, acc):
+def _sce_row(x, label, w, has_w, wsum, ignore_index, eps, g, want_grad, dx, e, sbuf, acc):
     """Loss of one row (float64) and, when ``want_grad``, dx = g * d(loss)/dx:
     loss = (1-eps) w_y (lse - x_y) + eps/C sum_c w_c (lse - x_c)."""
     n = x.shape[0]
-    n32 = n - n % 32
     if label == ignore_index:
         if want_grad:
             for i in range(n):
                 dx[i] = 0.0
         return 0.0
     mx = _row_max(x)
-    s = _exp_sum(x, mx, e, want_grad, acc)
+    s = _exp_sum(x, mx, e, acc)
     lse = mx + flog(s)
     wy = w[label] if has_w else 1.0
     loss = (1.0 - eps) * (wy * (lse - x[label]))
     eb = eps / n
     if eps > 0.0:
-        acc[:] = 0.0
-        for i in range(0, n32, 32):
-            for j in range(32):
-                acc[j] += (lse - x[i + j]) * (w[i + j] if has_w else 1.0)
-        sm = _combine(acc)
-        for i in range(n32, n):
-            sm += (lse - x[i]) * (w[i] if has_w else 1.0)
-        loss += eb * sm
+        for i in range(n):  # the smoothing term's summands, summed in lanes
+            sbuf[i] = (lse - x[i]) * (w[i] if has_w else 1.0)
+        loss += eb * _lane_sum(sbuf[:n], acc)
     if want_grad:
         a = (1.0 - eps) * wy + eb * wsum
         rs = 1.0 / s
@@ -350,11 +368,12 @@ def _sce_chunk(c, nchunks, x, labels, w, has_w, wsum, ignore_index, eps, gscale,
                loss, dx):
     m, n = x.shape
     acc = _scratch()
-    e = np.empty(n if want_grad else 0)
+    e = np.empty(n)
+    sbuf = np.empty(n if eps > 0.0 else 0)
     for r in range(c * m // nchunks, (c + 1) * m // nchunks):
         loss[r] = _sce_row(x[r], labels[r], w, has_w, wsum, ignore_index, eps,
                            gscale[r] if want_grad else 0.0, want_grad,
-                           dx[r] if want_grad else dx[0], e, acc)
+                           dx[r] if want_grad else dx[0], e, sbuf, acc)
 
 
 @njit(**_OPTS)
