@@ -25,7 +25,7 @@ def test_vectorized_over_candidates_and_broadcasting():
     grid = fn.bic(ll[:, None], k[:, None], np.array([10, 100, 1000]))  # candidates x sample sizes
     assert grid.shape == (4, 3)
     np.testing.assert_allclose(grid[:, 2], k * np.log(1000) - 2 * ll)
-    np.testing.assert_array_equal(fn.aic(ll.astype(np.float32), k), 2 * k - 2 * ll)
+    np.testing.assert_array_equal(fn.aic(ll.astype(np.float32), k), 2 * k - 2 * ll.astype(np.float32).astype(np.float64))
 
 
 def test_select_model_picks_the_smallest_score():

@@ -206,8 +206,8 @@ static inline void dm_softmax_row_##SUF(const T *x, T *y, ptrdiff_t n, int log, 
     double s = dm_exp_sum_##SUF(x, n, mx, e);                                                 \
     ptrdiff_t i;                                                                              \
     if (log) {                                                                                \
-        double lse = mx + dm_log(s);                                                          \
-        for (i = 0; i < n; i++) y[i] = (T)((double)x[i] - lse);                               \
+        double ls = dm_log(s);                                                                \
+        for (i = 0; i < n; i++) y[i] = (T)(((double)x[i] - mx) - ls);                         \
     } else {                                                                                  \
         double rs = 1.0 / s;                                                                  \
         for (i = 0; i < n; i++) y[i] = (T)(e[i] * rs);                                        \
@@ -223,12 +223,12 @@ static inline double dm_sce_row_##SUF(const T *x, ptrdiff_t n, int64_t label, co
     }                                                                                         \
     double mx = dm_row_max_##SUF(x, n);                                                       \
     double s = dm_exp_sum_##SUF(x, n, mx, e);                                                 \
-    double lse = mx + dm_log(s);                                                              \
+    double ls = dm_log(s);                                                                    \
     double wy = w ? w[label] : 1.0;                                                           \
-    double loss = (1.0 - eps) * (wy * (lse - (double)x[label]));                              \
+    double loss = (1.0 - eps) * (wy * (ls - ((double)x[label] - mx)));                        \
     double eb = eps / n;                                                                      \
     if (eps > 0.0) {                                                                          \
-        for (i = 0; i < n; i++) sbuf[i] = (lse - (double)x[i]) * (w ? w[i] : 1.0);            \
+        for (i = 0; i < n; i++) sbuf[i] = (ls - ((double)x[i] - mx)) * (w ? w[i] : 1.0);     \
         loss += eb * dm_lane_sum_f64(sbuf, n);                                                \
     }                                                                                         \
     if (dx) {                                                                                 \

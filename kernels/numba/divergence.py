@@ -298,9 +298,9 @@ def _softmax_row(x, y, log, e, acc):
     mx = _row_max(x)
     s = _exp_sum(x, mx, e, acc)
     if log:
-        lse = mx + flog(s)
+        ls = flog(s)  # (x - mx) - log s: exact differences, then one rounding
         for i in range(n):
-            y[i] = x[i] - lse
+            y[i] = (x[i] - mx) - ls
     else:
         rs = 1.0 / s
         for i in range(n):
@@ -337,7 +337,7 @@ def softmax_rows_parallel(x, y, log):
 @njit(inline="always", **_OPTS)
 def _sce_row(x, label, w, has_w, wsum, ignore_index, eps, g, want_grad, dx, e, sbuf, acc):
     """Loss of one row (float64) and, when ``want_grad``, dx = g * d(loss)/dx:
-    loss = (1-eps) w_y (lse - x_y) + eps/C sum_c w_c (lse - x_c)."""
+    loss = (1-eps) w_y (lse - x_y) + eps/C sum_c w_c (lse - x_c), lse = mx + log s."""
     n = x.shape[0]
     if label == ignore_index:
         if want_grad:
@@ -346,13 +346,13 @@ def _sce_row(x, label, w, has_w, wsum, ignore_index, eps, g, want_grad, dx, e, s
         return 0.0
     mx = _row_max(x)
     s = _exp_sum(x, mx, e, acc)
-    lse = mx + flog(s)
+    ls = flog(s)  # lse - x_c computed as log s - (x_c - mx): no rounding at lse's magnitude
     wy = w[label] if has_w else 1.0
-    loss = (1.0 - eps) * (wy * (lse - x[label]))
+    loss = (1.0 - eps) * (wy * (ls - (x[label] - mx)))
     eb = eps / n
     if eps > 0.0:
         for i in range(n):  # the smoothing term's summands, summed in lanes
-            sbuf[i] = (lse - x[i]) * (w[i] if has_w else 1.0)
+            sbuf[i] = (ls - (x[i] - mx)) * (w[i] if has_w else 1.0)
         loss += eb * _lane_sum(sbuf[:n], acc)
     if want_grad:
         a = (1.0 - eps) * wy + eb * wsum
