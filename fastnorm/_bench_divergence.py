@@ -7,14 +7,14 @@
 - ``softmax_cross_entropy+backward``: the forward then the backward call on (N, C) logits and
   int64 labels, reduction='mean'; baseline torch ``F.cross_entropy`` forward + autograd backward.
 - ``softmax_cross_entropy(return_grad)``: the same loss and gradient from one fused call.
-- ``log_softmax``: rows; baseline ``torch.log_softmax``.
+- ``log_softmax``: rows; baselines ``torch.log_softmax`` and ONNX Runtime's LogSoftmax (opset 13).
 """
 from functools import partial
 
 import numpy as np
 
 import fastnorm.functional as fn
-from .bench import Op, _torch, register
+from .bench import Op, _torch, onnx_model, onnx_session, register
 
 SHAPES = ((1, 1000), (512, 1000), (8192, 1000), (32768, 1000))
 QUICK = ((1, 1000), (64, 1000))
@@ -111,6 +111,11 @@ def _torch_log_softmax(inp, threads):
     return partial(torch.log_softmax, torch.from_numpy(inp["x"]), -1)
 
 
+def _ort_log_softmax(inp, threads):
+    feeds = {"X": inp["x"]}
+    return partial(onnx_session(onnx_model("LogSoftmax", 13, feeds, axis=-1), threads).run, None, feeds)
+
+
 register(Op(
     "kl_div", _dists, lambda inp: partial(fn.kl_div, inp["p"], inp["q"]),
     lambda inp: inp["p"].nbytes + inp["q"].nbytes,
@@ -128,4 +133,4 @@ register(Op(
     "log_softmax", _logits,
     lambda inp: partial(fn.log_softmax, inp["x"], out=np.empty_like(inp["x"])),
     lambda inp: 2 * inp["x"].nbytes,
-    {"numpy": _numpy_log_softmax, "torch": _torch_log_softmax}, shapes=SHAPES, quick_shapes=QUICK))
+    {"numpy": _numpy_log_softmax, "torch": _torch_log_softmax, "onnxruntime": _ort_log_softmax}, shapes=SHAPES, quick_shapes=QUICK))
