@@ -251,3 +251,13 @@ def test_bitwise_same_for_threads_and_backends():
     for key, r in results.items():
         for a, b in zip(results[key[0], "numba", 1], r):
             assert a.tobytes() == b.tobytes(), key
+
+
+def test_float32_exp_within_a_float32_ulp_and_flushes_below_minus_86():
+    from fastnorm.kernels.numba import divergence as nk
+    d = np.concatenate([np.random.default_rng(0).uniform(-86, 0, 3000), [0.0, -1e-8, -85.99]]).astype(np.float32)
+    got = np.array([nk.fexp32(v) for v in d], np.float64)
+    want = np.exp(d.astype(np.float64))
+    assert np.all(np.abs(got - want) <= 1.3 * np.spacing(want.astype(np.float32)))
+    assert nk.fexp32(np.float32(-87.0)) == 0 and nk.fexp32(np.float32(-np.inf)) == 0
+    assert np.isnan(nk.fexp32(np.float32(np.nan))) and nk.fexp32(np.float32(0.0)) == 1.0

@@ -65,6 +65,32 @@ static inline double dm_exp(double x) {
     return res;
 }
 
+/* fexp32 of kernels/numba/divergence.py: float32 arithmetic, for float32 logits */
+#define DM_L2E32 ((float)1.4426950408889634)
+#define DM_SH32 12582912.0f
+#define DM_LN2H32 ((float)0.693145751953125)
+#define DM_LN2L32 ((float)1.428606765330187045e-06)
+#define DM_LO32 -86.0f
+
+static inline float dm_exp32(float d) {
+    float dc = d < DM_LO32 ? DM_LO32 : d;
+    float t = dc * DM_L2E32 + DM_SH32;
+    float kf = t - DM_SH32;
+    float r = (dc - kf * DM_LN2H32) - kf * DM_LN2L32;
+    float p = 1.0f + r * (1.0f + r * ((float)(1.0 / 2) + r * ((float)(1.0 / 6) + r * ((float)(1.0 / 24)
+              + r * ((float)(1.0 / 120) + r * ((float)(1.0 / 720) + r * (float)(1.0 / 5040)))))));
+    int32_t i;
+    memcpy(&i, &t, sizeof i);
+    i = (int32_t)((uint32_t)(i + 126) << 23);
+    float s;
+    memcpy(&s, &i, sizeof s);
+    float res = (p + p) * s;
+    return d < DM_LO32 ? 0.0f : res;
+}
+
+#define DM_EXPX_f32(v, mx) ((double)dm_exp32((v) - (float)(mx)))
+#define DM_EXPX_f64(v, mx) dm_exp((double)(v) - (mx))
+
 static inline double dm_log(double x) {
     int sub = x < DM_TINY;
     double xsc = x * DM_TWO54;  /* both sides computed: the selects need no branch */
@@ -198,7 +224,7 @@ static inline double dm_row_max_##SUF(const T *x, ptrdiff_t n) {                
 static inline double dm_exp_sum_##SUF(const T *x, ptrdiff_t n, double mx, double *e) {        \
     ptrdiff_t i;                                                                              \
     _Pragma("omp simd")                                                                       \
-    for (i = 0; i < n; i++) e[i] = dm_exp((double)x[i] - mx);                                 \
+    for (i = 0; i < n; i++) e[i] = DM_EXPX_##SUF(x[i], mx);                                 \
     return dm_lane_sum_f64(e, n);                                                             \
 }                                                                                             \
 static inline void dm_softmax_row_##SUF(const T *x, T *y, ptrdiff_t n, int log, double *e) { \

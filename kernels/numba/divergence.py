@@ -63,6 +63,42 @@ _TINY = 2.2250738585072014e-308  # smallest normal
 _TWO54 = 18014398509481984.0
 
 
+@intrinsic
+def _scale32(typingctx, t):
+    """2^(k-1) as float32, k the integer held in the low bits of t = 1.5*2^23 + k."""
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        i = builder.bitcast(args[0], i32)
+        i = builder.shl(builder.add(i, ir.Constant(i32, 126)), ir.Constant(i32, 23))
+        return builder.bitcast(i, ir.FloatType())
+    return types.float32(types.float32), codegen
+
+
+_F = np.float32
+_L2E32 = _F(1.4426950408889634)
+_SH32 = _F(12582912.0)  # 1.5 * 2^23
+_LN2H32 = _F(0.693145751953125)  # 16 significant bits: k * _LN2H32 is exact
+_LN2L32 = _F(1.428606765330187045e-06)
+_LO32 = _F(-86.0)  # below: 0 (the result would be under 2^-124)
+_ONE32, _ZERO32 = _F(1.0), _F(0.0)
+_E2, _E3, _E4, _E5, _E6, _E7 = (_F(1.0 / 2), _F(1.0 / 6), _F(1.0 / 24), _F(1.0 / 120), _F(1.0 / 720),
+                                _F(1.0 / 5040))
+
+
+@njit(inline="always", **_OPTS)
+def fexp32(d):
+    """exp(d) for float32 d <= 0 in float32 arithmetic, within 1.3 float32 ulp (degree-7
+    Taylor after reducing by k ln2): twice the SIMD lanes of float64. 0 below -86, NaN kept.
+    Used for float32 logits, whose softmax is rounded to float32 anyway."""
+    dc = _LO32 if d < _LO32 else d
+    t = dc * _L2E32 + _SH32
+    kf = t - _SH32
+    r = (dc - kf * _LN2H32) - kf * _LN2L32
+    p = _ONE32 + r * (_ONE32 + r * (_E2 + r * (_E3 + r * (_E4 + r * (_E5 + r * (_E6 + r * _E7))))))
+    res = (p + p) * _scale32(t)
+    return _ZERO32 if d < _LO32 else res
+
+
 @njit(inline="always", **_OPTS)
 def fexp(x):
     """exp(x) in float64 within 1 ulp (fdlibm's rational approximation after reducing by
@@ -279,9 +315,15 @@ def _row_max(x):
 
 @njit(**_OPTS)
 def _exps(x, mx, e):
-    """e[i] = exp(x[i] - mx) (elementwise: it vectorizes)."""
-    for i in range(x.shape[0]):
-        e[i] = fexp(x[i] - mx)
+    """e[i] = exp(x[i] - mx) (elementwise: it vectorizes); float32 x: x[i] - mx and the exp in
+    float32 (mx is one of x's values, so exact in float32)."""
+    if x.itemsize == 4:
+        m32 = np.float32(mx)
+        for i in range(x.shape[0]):
+            e[i] = np.float64(fexp32(np.float32(x[i] - m32)))
+    else:
+        for i in range(x.shape[0]):
+            e[i] = fexp(x[i] - mx)
 
 
 @njit(inline="always", **_OPTS)
