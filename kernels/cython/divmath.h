@@ -213,8 +213,17 @@ static inline double dm_div_row_##SUF(int mode, const T *p, const T *q, ptrdiff_
     return s;                                                                                 \
 }                                                                                             \
 static inline double dm_row_max_##SUF(const T *x, ptrdiff_t n) {                              \
-    double mx = -INFINITY;                                                                    \
-    for (ptrdiff_t i = 0; i < n; i++) {                                                       \
+    double acc[32], mx = -INFINITY;                                                           \
+    ptrdiff_t i, j, n32 = n - n % 32;                                                         \
+    for (j = 0; j < 32; j++) acc[j] = -INFINITY;                                              \
+    for (i = 0; i < n32; i += 32) {                                                           \
+        for (j = 0; j < 32; j++) {                                                            \
+            double v = (double)x[i + j];                                                      \
+            acc[j] = v > acc[j] ? v : acc[j];                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    for (j = 0; j < 32; j++) mx = acc[j] > mx ? acc[j] : mx;                                  \
+    for (i = n32; i < n; i++) {                                                               \
         double v = (double)x[i];                                                              \
         mx = v > mx ? v : mx;                                                                 \
     }                                                                                         \
