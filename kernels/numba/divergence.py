@@ -8,9 +8,11 @@ Determinism contract (shared with kernels/cython/divergence.pyx and divmath.h, b
   operations in the same order in both backends: never libm, whose results differ between
   libraries and whose calls do not vectorize. Bit casts between float64 and int64 are LLVM
   ``bitcast``s here and ``memcpy`` in C.
-- every row sum is taken in float64 over 32 interleaved lanes (lane j holds elements
-  32k + j), lanes combined as in kernels/numba/norm.py, then the tail added in order;
-- a row's maximum is exact in any order;
+- per-element values (terms, exponentials) are computed by an elementwise loop into a float64
+  row buffer (it vectorizes), then summed in float64 over 32 interleaved lanes (lane j holds
+  elements 32k + j), lanes combined as in kernels/numba/norm.py, then the tail added in order;
+- float32 logits take ``fexp32`` (float32 arithmetic) for exp(x - max), float64 ones ``fexp``;
+- a row's maximum is taken over the same 32 lanes (a maximum is exact in any order);
 - no fused multiply-adds (Numba does not contract without fastmath).
 """
 import numpy as np
