@@ -41,7 +41,7 @@ from . import _dispatch
 BASELINES = {"numpy": ("numpy",), "torch": ("torch",), "onnxruntime": ("onnxruntime", "onnx")}
 #: modules that register ops of their own when imported (see the module docstring)
 OP_MODULES = ("fastnorm._bench_batch", "fastnorm._bench_local", "fastnorm._bench_dropout",
-              "fastnorm._bench_optim")
+              "fastnorm._bench_optim", "fastnorm._bench_divergence")
 
 F32 = np.dtype(np.float32)
 #: default shapes of a row op: per-call latency, cache-resident, larger than cache, headline
