@@ -28,7 +28,6 @@ import numpy as np
 
 from . import _validation as v
 from ._dispatch import kernels, threads_for
-from .kernels.numba import dropout as _philox
 
 __all__ = ["philox4x32_10", "manual_seed", "next_seed", "initial_seed", "random_bits",
            "uniform", "normal"]
@@ -44,11 +43,21 @@ def philox4x32_10(counter, key):
     The bare block function (the one every kernel inlines), for known-answer tests against
     Random123's ``kat_vectors``.
     """
-    c = [np.uint64(int(w) & _MASK32) for w in counter]
-    k = [np.uint64(int(w) & _MASK32) for w in key]
+    c = [int(w) & _MASK32 for w in counter]
+    k = [int(w) & _MASK32 for w in key]
     if len(c) != 4 or len(k) != 2:
         raise ValueError("philox4x32_10 takes a counter of 4 words and a key of 2")
-    return tuple(int(w) for w in _philox.philox(c[0], c[1], c[2], c[3], k[0], k[1]))
+    # the kernels' rounds (kernels/numba/dropout.py) in Python ints: seeds are drawn with this,
+    # so the Cython path never imports numba (tests/test_imports.py)
+    c0, c1, c2, c3 = c
+    k0, k1 = k
+    for _ in range(10):
+        p0 = 0xD2511F53 * c0
+        p1 = 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & _MASK32, (p0 >> 32) ^ c3 ^ k1, p0 & _MASK32
+        k0 = (k0 + 0x9E3779B9) & _MASK32
+        k1 = (k1 + 0xBB67AE85) & _MASK32
+    return c0, c1, c2, c3
 
 
 def check_seed(seed, name="seed"):
