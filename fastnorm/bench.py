@@ -121,8 +121,17 @@ def ops():
     return dict(_REGISTRY)
 
 
-def cases(names=None, quick=False):
-    """The cases of the ops named in ``names`` (all when None): each op's shapes x dtypes."""
+def default_shapes(op):
+    """The shapes a plain ``bench`` run times: the op's headline shape (its last, the one its
+    speed target names) and, when its first shape is a single row, that per-call-latency case.
+    ``--all-shapes`` times every shape in ``op.shapes``."""
+    first, last = op.shapes[0], op.shapes[-1]
+    return (first, last) if first[0] == 1 and first != last else (last,)
+
+
+def cases(names=None, quick=False, all_shapes=True):
+    """The cases of the ops named in ``names`` (all when None): each op's shapes x dtypes
+    (``quick``: its quick shapes; ``all_shapes=False``: its ``default_shapes``)."""
     registry = ops()
     names = list(registry) if names is None else list(names)
     unknown = [n for n in names if n not in registry]
@@ -131,7 +140,8 @@ def cases(names=None, quick=False):
     out = []
     for name in names:
         op = registry[name]
-        for shape in op.quick_shapes if quick else op.shapes:
+        shapes = op.quick_shapes if quick else op.shapes if all_shapes else default_shapes(op)
+        for shape in shapes:
             out.extend(Case(op, shape, dt) for dt in op.dtypes)
     return out
 
@@ -527,11 +537,12 @@ class Progress:
 
 
 def run(backends=_dispatch.BACKENDS, threads=None, names=None, quick=False, cold=True,
-        baselines=tuple(BASELINES), progress=sys.stderr):
+        baselines=tuple(BASELINES), progress=sys.stderr, all_shapes=False):
     """Measure the copy bandwidth, every case of the ops ``names`` (all when None) with each of
     ``backends`` and ``baselines``, then, when ``cold``, the cold starts. Returns a ``Report``.
 
-    Baselines not installed are skipped. ``quick`` takes the ops' quick shapes, a 16 MB copy
+    Each op runs on its ``default_shapes`` (every shape with ``all_shapes``). Baselines not
+    installed are skipped. ``quick`` takes the ops' quick shapes, a 16 MB copy
     and few samples: seconds in all. ``progress``: the bar's stream, or None. The active
     backend and thread count are restored afterwards.
     """
@@ -544,7 +555,7 @@ def run(backends=_dispatch.BACKENDS, threads=None, names=None, quick=False, cold
     threads = threads or fastnorm.get_num_threads()
     timing = {"budget": 0.01, "min_repeat": 2, "min_sample": 1e-3} if quick else {}
     plan = [(case, [*backends, *(b for b in case.op.baselines if b in baselines)])
-            for case in cases(names, quick)]
+            for case in cases(names, quick, all_shapes)]
     cold_runs = ([("fastnorm", b) for b in backends] +
                  [(i, None) for i in COLD_START if i != "fastnorm" and i in baselines]) if cold else []
     bar = Progress(1 + sum(len(impls) for _, impls in plan) + len(cold_runs), progress)
@@ -681,6 +692,9 @@ def plot(report, path):
 
 def add_arguments(parser):
     """The ``bench`` subcommand's options."""
+    parser.add_argument("--all-shapes", action="store_true",
+                        help="every shape of every op, from cache-resident up (minutes; default: "
+                             "each op's headline shape and its single-row latency case)")
     parser.add_argument("--quick", action="store_true",
                         help="small shapes, few samples, no cold start: a few seconds (for tests)")
     parser.add_argument("--backend", choices=[*_dispatch.BACKENDS, "all"], default="all",
@@ -721,7 +735,8 @@ def main(args):
         backends = [args.backend]
     names = None if args.ops is None else [n.strip() for n in args.ops.split(",") if n.strip()]
     try:
-        report = run(backends, args.threads, names, args.quick, args.cold and not args.quick)
+        report = run(backends, args.threads, names, args.quick, args.cold and not args.quick,
+                     all_shapes=args.all_shapes)
     except (ValueError, RuntimeError) as e:
         sys.exit(f"bench: {e}")
     print(format_table(report))
