@@ -9,25 +9,11 @@ never calls math.log on 0 or a negative number.
 """
 import math
 
-from numba import config, cuda, float64
+from numba import cuda, float64
 
-THREADS = 32 if config.ENABLE_CUDASIM else 256
+from .norm import THREADS, _block_sum  # the fixed reduction tree, shared
+
 ENTROPY, KL, CROSS, JS = 0, 1, 2, 3
-
-
-@cuda.jit(device=True)
-def _block_sum(buf, t, v):
-    buf[t] = v
-    cuda.syncthreads()
-    step = THREADS // 2
-    while step > 0:
-        if t < step:
-            buf[t] += buf[t + step]
-        cuda.syncthreads()
-        step //= 2
-    total = buf[0]
-    cuda.syncthreads()
-    return total
 
 
 @cuda.jit(device=True)

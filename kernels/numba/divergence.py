@@ -20,6 +20,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
+from .norm import _combine, _scratch
+
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
 ENTROPY, KL, CROSS, JS, KL_EXACT = 0, 1, 2, 3, 4
@@ -205,25 +207,6 @@ def _term(mode, x, y):
         return rel_entr_exact(x, y)
     mm = (x + y) * 0.5
     return rel_entr(x, mm) + rel_entr(y, mm)
-
-
-@njit(inline="always", **_OPTS)
-def _scratch():
-    """32 float64 lanes, padded against false sharing between threads."""
-    return np.empty(32 + 16)[8:40]
-
-
-@njit(inline="always", **_OPTS)
-def _combine(acc):
-    v0 = (acc[0] + acc[8]) + (acc[16] + acc[24])
-    v1 = (acc[1] + acc[9]) + (acc[17] + acc[25])
-    v2 = (acc[2] + acc[10]) + (acc[18] + acc[26])
-    v3 = (acc[3] + acc[11]) + (acc[19] + acc[27])
-    v4 = (acc[4] + acc[12]) + (acc[20] + acc[28])
-    v5 = (acc[5] + acc[13]) + (acc[21] + acc[29])
-    v6 = (acc[6] + acc[14]) + (acc[22] + acc[30])
-    v7 = (acc[7] + acc[15]) + (acc[23] + acc[31])
-    return ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))
 
 
 @njit(inline="always", **_OPTS)
