@@ -1,7 +1,11 @@
 """fastnorm: fast, reproducible kernels for the numerical core of neural-network training.
 
-    import fastnorm.functional as fn      # layer_norm, rms_norm, ... and their backwards
-    from fastnorm import nn               # LayerNorm, RMSNorm, ... stateful layers
+    import fastnorm.functional as fn      # normalizations, dropout, penalties, divergences,
+                                          # losses, AIC/BIC ... and their backwards
+    from fastnorm import nn               # LayerNorm, BatchNorm2d, Dropout, ... stateful layers
+    from fastnorm import optim            # SGD, Adam, ... with torch.optim's math and state_dicts
+    fastnorm.save(path, state_dict); fastnorm.load(path)   # safetensors, checksummed, atomic
+    fastnorm.init, fastnorm.random        # initializers; the Philox counter-based generator
 
 CPU backends: 'cython' (compiled, the default when built) and 'numba' (JIT, cached to disk);
 arrays on a CUDA device run numba.cuda kernels. Both CPU backends give bitwise-identical
