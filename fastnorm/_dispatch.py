@@ -1,9 +1,11 @@
 """Backend selection, thread count, and the one place that calls kernels.
 
-The public API asks ``kernels(group)`` for the active CPU backend's kernels of a group
-(``"norm"``, ...) and calls them with ``threads_for(work)`` as the last argument. Both
-backends expose the same function names and signatures. Arrays on a CUDA device are recognized by
-``on_device`` and routed by ``device_variant`` to the fastnorm._cuda_<module> of the op.
+The public API (``fastnorm.ops``, ``fastnorm.optim``) asks ``kernels(group)`` for the active CPU
+backend's kernels of a group (``"norm"``, ...) and calls them with ``threads_for(work)`` as the
+last argument. Both backends expose the same function names and signatures. Arrays on a CUDA
+device are recognized by ``on_device`` and routed by ``device_variant`` to the numba.cuda host
+module of the op (``fastnorm.cuda``). Which module serves what is written out once, in
+``CPU_KERNELS`` and ``DEVICE_MODULES`` below.
 
 Safety when embedded (many Python threads, ``fork``):
 - Numba: its default ``workqueue`` threading layer aborts the process when two threads run a
@@ -25,6 +27,29 @@ BACKENDS = ("cython", "numba")
 # (an OpenMP launch costs microseconds; numba's workqueue launch ~100 us).
 PARALLEL_MIN_WORK = 1 << 16
 NUMBA_PARALLEL_MIN_WORK = 1 << 19
+
+#: kernel group -> backend -> the module holding its loops (kernels/ installs as fastnorm.kernels).
+#: Imported on first use: numba's modules JIT-compile, and the cython ones may not be built.
+CPU_KERNELS = {
+    "norm": {"cython": "fastnorm.kernels.cython.norm", "numba": "fastnorm.kernels.numba.norm"},
+    "batch": {"cython": "fastnorm.kernels.cython.batch", "numba": "fastnorm.kernels.numba.batch"},
+    "local": {"cython": "fastnorm.kernels.cython.local", "numba": "fastnorm.kernels.numba.local"},
+    "dropout": {"cython": "fastnorm.kernels.cython.dropout", "numba": "fastnorm.kernels.numba.dropout"},
+    "divergence": {"cython": "fastnorm.kernels.cython.divergence",
+                   "numba": "fastnorm.kernels.numba.divergence"},
+    "optim": {"cython": "fastnorm.kernels.cython.optim", "numba": "fastnorm.kernels.numba.optim"},
+}
+#: public module -> the numba.cuda host module whose functions of the same names and arguments
+#: serve its ops on device arrays (they launch the kernels in fastnorm.kernels.cuda).
+#: Imported on the first device call only (numba.cuda is heavy and optional).
+DEVICE_MODULES = {
+    "fastnorm.ops.norm": "fastnorm.cuda.norm",
+    "fastnorm.ops.batch": "fastnorm.cuda.batch",
+    "fastnorm.ops.local": "fastnorm.cuda.local",
+    "fastnorm.ops.dropout": "fastnorm.cuda.dropout",
+    "fastnorm.ops.divergence": "fastnorm.cuda.divergence",
+    "fastnorm.optim.functional": "fastnorm.cuda.optim",
+}
 
 _lock = threading.Lock()  # guards numba parallel launches (workqueue is not thread-safe)
 _state = {"backend": None, "threads": None, "omp_used": False, "omp_broken": False}
@@ -50,7 +75,7 @@ def _default_threads():
 
 def _cython_available():
     try:
-        importlib.import_module("fastnorm.kernels.cython.norm")
+        importlib.import_module(CPU_KERNELS["norm"]["cython"])
         return True
     except ImportError:
         return False
@@ -157,10 +182,11 @@ def kernels(group):
 
 
 def _load(group, backend):
+    module = importlib.import_module(CPU_KERNELS[group][backend])
     if backend == "numba":
         _configure_numba()
-        return _NumbaKernels(importlib.import_module(f"fastnorm.kernels.numba.{group}"))
-    return importlib.import_module(f"fastnorm.kernels.cython.{group}")
+        return _NumbaKernels(module)
+    return module
 
 
 _ndarray = np.ndarray
@@ -178,17 +204,24 @@ def on_device(a):
     )
 
 
+def device_function(module, name):
+    """The numba.cuda implementation of ``module``'s op ``name`` (see ``DEVICE_MODULES``)."""
+    return getattr(importlib.import_module(DEVICE_MODULES[module]), name)
+
+
 def device_variant(fn):
     """Route calls whose first array argument lives on a CUDA device to the numba.cuda
-    implementation of the same name: ``fastnorm.X.f`` goes to ``fastnorm._cuda_X.f``, which
-    takes the same arguments and returns device arrays."""
+    implementation of the same name in ``DEVICE_MODULES[fn.__module__]``, which takes the same
+    arguments and returns device arrays."""
     name = fn.__name__
-    device_module = "fastnorm._cuda_" + fn.__module__.rsplit(".", 1)[-1]
+    module = fn.__module__
+    if module not in DEVICE_MODULES:
+        raise LookupError(f"{module} has no entry in fastnorm._dispatch.DEVICE_MODULES")
 
     def wrapper(x, *args, **kwargs):
         if type(x) is _ndarray or not on_device(x):
             return fn(x, *args, **kwargs)
-        return getattr(importlib.import_module(device_module), name)(x, *args, **kwargs)
+        return device_function(module, name)(x, *args, **kwargs)
 
     wrapper.__name__ = fn.__name__
     wrapper.__qualname__ = fn.__qualname__

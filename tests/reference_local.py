@@ -1,4 +1,4 @@
-"""float64 NumPy references for fastnorm.local (LRN, Lp, weight and cosine normalization), and
+"""float64 NumPy references for fastnorm.ops.local (LRN, Lp, weight and cosine normalization), and
 their PyTorch counterparts: written from the formulas (direct window sums, no sliding tricks)."""
 import numpy as np
 

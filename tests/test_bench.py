@@ -104,7 +104,7 @@ def test_baselines_agree_with_fastnorm(case, baseline):
 
 
 # ---------------------------------------------------------------- random ops, checked by law
-# (their registry inputs are zeros, see fastnorm._bench_dropout; here the same callables run on
+# (their registry inputs are zeros, see fastnorm.bench.dropout; here the same callables run on
 # random data and each implementation is checked against the law of dropout)
 
 DROPOUT_OPS = [op for op in OPS if op.name in ("dropout", "dropout_backward")]

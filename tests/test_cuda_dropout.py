@@ -14,7 +14,8 @@ if not config.ENABLE_CUDASIM and not cuda.is_available():
     pytest.skip("numba.cuda was imported without the simulator and there is no GPU", allow_module_level=True)
 
 import fastnorm.functional as fn  # noqa: E402
-from fastnorm import _cuda_dropout, _dispatch  # noqa: E402
+from fastnorm import _dispatch  # noqa: E402
+from fastnorm.cuda import dropout as cuda_dropout  # noqa: E402
 
 import reference_dropout as rd  # noqa: E402
 
@@ -28,7 +29,7 @@ def test_mask_and_values_equal_the_cpu(dtype, p):
     np.testing.assert_array_equal(d.copy_to_host(), fn.dropout(x, p, seed=123))
     back = fn.dropout_backward(cuda.to_device(x), p, 123).copy_to_host()
     np.testing.assert_array_equal(back, fn.dropout(x, p, seed=123))
-    mask = _cuda_dropout.dropout_mask(x.shape, p, 123).copy_to_host()
+    mask = cuda_dropout.dropout_mask(x.shape, p, 123).copy_to_host()
     np.testing.assert_array_equal(mask, fn.dropout_mask(x.shape, p, 123))
     np.testing.assert_array_equal(mask, rd.bits(123, x.size).reshape(x.shape) >= int(p * 2 ** 32))
 
@@ -46,7 +47,7 @@ def test_edge_cases_and_errors():
     d = cuda.to_device(x)
     assert fn.dropout(d, 0.5, training=False) is d
     np.testing.assert_array_equal(fn.dropout(d, 1.0, seed=1).copy_to_host(), np.zeros(10, np.float32))
-    assert not _cuda_dropout.dropout_mask(10, 1.0, 1).copy_to_host().any()
+    assert not cuda_dropout.dropout_mask(10, 1.0, 1).copy_to_host().any()
     out = cuda.device_array(10, np.float32)
     assert fn.dropout(d, 0.5, seed=2, out=out) is out
     np.testing.assert_array_equal(out.copy_to_host(), fn.dropout(x, 0.5, seed=2))

@@ -1,4 +1,4 @@
-"""fastnorm.local: LRN, Lp, weight and cosine normalization against the float64 reference and
+"""fastnorm.ops.local: LRN, Lp, weight and cosine normalization against the float64 reference and
 torch autograd, on both CPU backends; determinism, layouts, out=, NaN, empty and bad inputs."""
 import re
 

@@ -2,7 +2,7 @@
 per CPU backend and size.
 
 Inputs, the fastnorm call (preallocated ``out=``) and the bytes each call must move come from
-the registry in ``fastnorm.bench`` (``fastnorm/_bench_batch.py``), the one ``python -m fastnorm
+the registry in ``fastnorm.bench`` (``fastnorm/bench/batch.py``), the one ``python -m fastnorm
 bench`` runs. Sizes go from cache-resident (8x64x8x8 float32, 128 KB) to the issue's headline
 (64x64x56x56, 51 MB).
 """

@@ -1,5 +1,5 @@
 """kl_div, log_softmax and softmax cross-entropy (forward+backward, and fused), per CPU
-backend and size, from the registry in ``fastnorm.bench`` (``fastnorm._bench_divergence``).
+backend and size, from the registry in ``fastnorm.bench`` (``fastnorm.bench.divergence``).
 
 Sizes from cache-resident (64x1000 float32, 256 KB) to the issue's headline (32768x1000,
 131 MB per array).

@@ -1,7 +1,7 @@
 """dropout and dropout_backward per CPU backend and size, and the copy they are judged against.
 
 Inputs, the fastnorm call (preallocated ``out=``) and the bytes each call must move come from
-the registry in ``fastnorm.bench`` (ops registered by ``fastnorm._bench_dropout``), the one
+the registry in ``fastnorm.bench`` (ops registered by ``fastnorm.bench.dropout``), the one
 ``python -m fastnorm bench`` runs. Sizes from cache-resident (64x1024 float32, 256 KB) to the
 issue's 16384x1024 (64 MB in, 64 MB out).
 """

@@ -1,7 +1,7 @@
 """Optimizer steps (fastnorm.optim.Adam, SGD with momentum) per CPU backend and model shape.
 
 Inputs, the step and the bytes it must move come from the registry in ``fastnorm.bench``
-(``fastnorm._bench_optim``). Shapes are (tensors, elements per tensor), float32: one tensor of
+(``fastnorm.bench.optim``). Shapes are (tensors, elements per tensor), float32: one tensor of
 1M (4 MB per array), one of 32M (896 MB moved per Adam
 step) and 256 tensors of 128k (the many-tensor case: one launch must still use every thread).
 Each sample is one step of the same optimizer; a step's cost does not depend on the values.

@@ -1,7 +1,7 @@
 """Batch-statistics layers: BatchNorm1d/2d/3d, InstanceNorm1d/2d/3d, GroupNorm (torch.nn's)."""
 import numpy as np
 
-from .. import batch as F
+from ..ops import batch as F
 from ._module import Module
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d",

@@ -1,7 +1,7 @@
 """Dropout layers: Dropout and GaussianDropout. They keep a seed, never a mask."""
 import numpy as np
 
-from .. import dropout as F
+from ..ops import dropout as F
 from .. import random as _random
 from ._module import Module
 

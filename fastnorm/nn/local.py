@@ -2,7 +2,7 @@
 import numpy as np
 
 from .. import _validation as val
-from .. import local as F
+from ..ops import local as F
 from ._module import Module
 
 __all__ = ["LocalResponseNorm", "WeightNorm"]

@@ -1,7 +1,7 @@
 """Row-normalization layers: LayerNorm and RMSNorm."""
 import numpy as np
 
-from .. import norm as F
+from ..ops import norm as F
 from ._module import Module
 
 __all__ = ["LayerNorm", "RMSNorm"]

@@ -9,14 +9,13 @@ Arithmetic is torch.optim's single-tensor step, op by op, in the param's dtype (
 kernels/numba/optim.py): float64 results equal torch's bit for bit; float32 results equal them
 except where torch's vectorized sqrt (SLEEF, not correctly rounded) is one ulp off, so a few
 ulp after tens of steps. Both CPU backends give identical bits for any thread count. Arrays
-on a CUDA device run the numba.cuda kernels (fastnorm._cuda_optim).
+on a CUDA device run the numba.cuda kernels (fastnorm.cuda.optim).
 """
-import importlib
-
 import numpy as np
 
 from .. import _validation as v
-from .._dispatch import kernels, on_device, threads_for
+from .._dispatch import device_function, kernels, on_device, threads_for
+from ._coef import adadelta_coef, adagrad_coef, adam_coef, check_step, rmsprop_coef, sgd_coef
 
 __all__ = ["sgd_", "adagrad_", "adadelta_", "rmsprop_", "adam_"]
 
@@ -31,37 +30,6 @@ SLOTS = {
     "rmsprop": ("square_avg", "grad_avg", "momentum_buffer"),
     "adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
 }
-
-
-# ---------------------------------------------------------------- coefficient rows
-# One row of float64 per tensor, in the column order of kernels/numba/optim.py. The Python
-# float expressions are torch's, so the scalars the kernels round to the dtype are the same.
-
-def sgd_coef(lr, momentum, dampening, weight_decay, nesterov, maximize, first):
-    return (lr, momentum, dampening, weight_decay, nesterov, maximize, first)
-
-
-def adagrad_coef(lr, lr_decay, weight_decay, eps, maximize, step):
-    clr = lr / (1 + (float(step) - 1) * lr_decay)
-    return (clr, weight_decay, eps, maximize)
-
-
-def adadelta_coef(lr, rho, eps, weight_decay, maximize):
-    return (lr, rho, eps, weight_decay, maximize)
-
-
-def rmsprop_coef(lr, alpha, eps, weight_decay, momentum, centered, maximize):
-    return (lr, alpha, eps, weight_decay, momentum, centered, maximize)
-
-
-def adam_coef(lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize, step):
-    step = float(step)
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2 = 1 - beta2 ** step
-    step_size = lr / bias_correction1
-    bias_correction2_sqrt = bias_correction2 ** 0.5
-    return (lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize, step_size,
-            bias_correction2_sqrt)
 
 
 # ---------------------------------------------------------------- the launch
@@ -168,15 +136,7 @@ def _run_one(algorithm, param, grad, states, coef):
 
 
 def _device_call(name, param, *args, **kwargs):
-    return getattr(importlib.import_module("fastnorm._cuda_optim"), name)(param, *args, **kwargs)
-
-
-def _check_step(step):
-    if isinstance(step, bool) or not isinstance(step, (int, float, np.integer, np.floating)):
-        raise TypeError(f"step must be a number (the step count after this update), got {type(step).__name__}")
-    if not step >= 1:
-        raise ValueError(f"step must be >= 1 (the step count after this update), got {step}")
-    return float(step)
+    return device_function(__name__, name)(param, *args, **kwargs)
 
 
 def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,
@@ -249,7 +209,7 @@ def adagrad_(param, grad, state_sum, step, *, lr=1e-2, lr_decay=0.0, weight_deca
     param = _inplace(param, "param", None)
     g = _grad(grad, param)
     _inplace(state_sum, "state_sum", param)
-    coef = adagrad_coef(lr, lr_decay, weight_decay, eps, maximize, _check_step(step))
+    coef = adagrad_coef(lr, lr_decay, weight_decay, eps, maximize, check_step(step))
     return _run_one("adagrad", param, g, (state_sum,), coef)
 
 
@@ -370,5 +330,5 @@ def adam_(param, grad, exp_avg, exp_avg_sq, step, *, lr, beta1, beta2, eps, weig
     if amsgrad:
         _inplace(max_exp_avg_sq, "max_exp_avg_sq", param)
     coef = adam_coef(lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize,
-                     _check_step(step))
+                     check_step(step))
     return _run_one("adam", param, g, (exp_avg, exp_avg_sq, max_exp_avg_sq), coef)

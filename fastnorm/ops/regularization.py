@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 
-from . import _validation as v
-from ._dispatch import kernels, threads_for
+from .. import _validation as v
+from .._dispatch import kernels, threads_for
 
 __all__ = ["l1_penalty", "l2_penalty", "l1_penalty_grad_", "l2_penalty_grad_", "l1_prox_",
            "grad_norm", "clip_grad_norm_"]

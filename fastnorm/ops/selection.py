@@ -5,7 +5,7 @@ the smaller the better; BIC penalizes parameters more once n >= e^2 (about 8 sam
 """
 import numpy as np
 
-from . import _validation as v
+from .. import _validation as v
 
 __all__ = ["aic", "bic", "select_model"]
 

@@ -11,9 +11,9 @@ import math
 import numpy as np
 from numba import cuda
 
-from . import _validation as v
-from ._dispatch import on_device
-from .kernels.cuda import norm as K
+from .. import _validation as v
+from .._dispatch import on_device
+from ..kernels.cuda import norm as K
 
 _F64 = np.dtype(np.float64)
 _COLUMN_THREADS = 128

@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _validation as v
-from ._dispatch import device_variant, kernels, threads_for
+from .. import _validation as v
+from .._dispatch import device_variant, kernels, threads_for
 
 __all__ = ["batch_norm", "batch_norm_backward", "instance_norm", "instance_norm_backward",
            "group_norm", "group_norm_backward", "moments", "merge_moments", "Moments",

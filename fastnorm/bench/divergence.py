@@ -14,7 +14,7 @@ from functools import partial
 import numpy as np
 
 import fastnorm.functional as fn
-from .bench import Op, _torch, onnx_model, onnx_session, register
+from .core import Op, _torch, onnx_model, onnx_session, register
 
 SHAPES = ((1, 1000), (512, 1000), (8192, 1000), (32768, 1000))
 QUICK = ((1, 1000), (64, 1000))

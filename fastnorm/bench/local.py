@@ -1,4 +1,4 @@
-"""Benchmark ops of fastnorm.local (registered in fastnorm.bench's registry at import):
+"""Benchmark ops of fastnorm.ops.local (registered in fastnorm.bench's registry at import):
 local_response_norm, lp_normalize, weight_norm, cosine_linear and their backwards, against
 NumPy, PyTorch and (LRN) ONNX Runtime."""
 from functools import partial
@@ -7,7 +7,7 @@ import numpy as np
 
 import fastnorm.functional as fn
 
-from .bench import F32, Op, _nbytes, _torch, onnx_model, onnx_session, register
+from .core import F32, Op, _nbytes, _torch, onnx_model, onnx_session, register
 
 LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # AlexNet's constants
 LRN_SHAPES = ((32, 64, 56, 56),)                  # the issue's headline case, 25.7 MB

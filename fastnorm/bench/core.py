@@ -33,15 +33,15 @@ import numpy as np
 
 import fastnorm
 import fastnorm.functional as fn
-from . import _dispatch
+from .. import _dispatch
 
 # ---------------------------------------------------------------- the registry
 
 #: baseline name -> the modules it needs; a baseline runs only when all are importable
 BASELINES = {"numpy": ("numpy",), "torch": ("torch",), "onnxruntime": ("onnxruntime", "onnx")}
 #: modules that register ops of their own when imported (see the module docstring)
-OP_MODULES = ("fastnorm._bench_batch", "fastnorm._bench_local", "fastnorm._bench_dropout",
-              "fastnorm._bench_optim", "fastnorm._bench_divergence")
+OP_MODULES = ("fastnorm.bench.batch", "fastnorm.bench.local", "fastnorm.bench.dropout",
+              "fastnorm.bench.optim", "fastnorm.bench.divergence")
 
 F32 = np.dtype(np.float32)
 #: default shapes of a row op: per-call latency, cache-resident, larger than cache, headline

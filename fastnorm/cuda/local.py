@@ -11,9 +11,9 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._cuda_norm import _device, _out
-from .kernels.cuda import local as K
-from .local import _axis3, _lp_args, _lrn_args, _wn_layout
+from .norm import _device, _out
+from ..kernels.cuda import local as K
+from ..ops.local import _axis3, _lp_args, _lrn_args, _wn_layout
 
 _F64 = np.dtype(np.float64)
 

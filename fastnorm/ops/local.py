@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from . import _validation as val
-from ._dispatch import device_variant, kernels, threads_for
+from .. import _validation as val
+from .._dispatch import device_variant, kernels, threads_for
 
 __all__ = ["local_response_norm", "local_response_norm_backward", "lp_normalize",
            "lp_normalize_backward", "weight_norm", "weight_norm_backward", "cosine_linear",

@@ -1,4 +1,4 @@
-"""Benchmark ops of fastnorm.batch (registered in ``fastnorm.bench`` when it imports this module):
+"""Benchmark ops of fastnorm.ops.batch (registered in ``fastnorm.bench`` when it imports this module):
 batch_norm in training and in eval, instance_norm, group_norm (32 groups), each forward and
 backward, on NCHW float32 shapes up to the issue's headline (64, 64, 56, 56); batch_norm also
 channels-last. Baselines: NumPy, PyTorch (autograd for backwards), ONNX Runtime where it has the
@@ -8,7 +8,7 @@ from functools import partial
 import numpy as np
 
 import fastnorm.functional as fn
-from .bench import Op, _nbytes, _torch, onnx_model, onnx_session, register
+from .core import Op, _nbytes, _torch, onnx_model, onnx_session, register
 
 SHAPES = ((8, 64, 28, 28), (64, 64, 56, 56))
 QUICK_SHAPES = ((2, 32, 3, 5),)

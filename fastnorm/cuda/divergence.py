@@ -10,10 +10,10 @@ import math
 import numpy as np
 from numba import cuda
 
-from . import _validation as v
-from ._cuda_norm import _device
-from .divergence import CROSS, ENTROPY, JS, KL, _check_base
-from .kernels.cuda import divergence as K
+from .. import _validation as v
+from .norm import _device
+from ..ops.divergence import CROSS, ENTROPY, JS, KL, _check_base
+from ..kernels.cuda import divergence as K
 
 
 def _run(mode, p, q, axis, base):

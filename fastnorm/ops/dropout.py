@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from . import _validation as v
-from . import random as _random
-from ._dispatch import device_variant, kernels, threads_for
+from .. import _validation as v
+from .. import random as _random
+from .._dispatch import device_variant, kernels, threads_for
 
 __all__ = ["dropout", "dropout_backward", "dropout_mask", "gaussian_dropout",
            "gaussian_dropout_backward"]

@@ -11,10 +11,10 @@ import math
 import numpy as np
 from numba import config, cuda
 
-from . import random as _random
-from ._cuda_norm import _device, _out
-from .dropout import check_p, threshold
-from .kernels.cuda import dropout as K
+from .. import random as _random
+from .norm import _device, _out
+from ..ops.dropout import check_p, threshold
+from ..kernels.cuda import dropout as K
 
 _THREADS = 32 if config.ENABLE_CUDASIM else 256
 _MAX_BLOCKS = 4 if config.ENABLE_CUDASIM else 4096

@@ -9,8 +9,8 @@ from functools import partial
 
 import numpy as np
 
-from . import bench
-from .dropout import dropout, dropout_backward, gaussian_dropout
+from . import core as bench
+from ..ops.dropout import dropout, dropout_backward, gaussian_dropout
 
 P = 0.5
 SHAPES = ((1, 768), (512, 1024), (16384, 1024))

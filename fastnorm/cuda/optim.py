@@ -10,10 +10,10 @@ import math
 import numpy as np
 from numba import config, cuda
 
-from ._cuda_norm import _device
-from ._dispatch import on_device
-from .kernels.cuda import optim as K
-from .optim import functional as F
+from .norm import _device
+from .._dispatch import on_device
+from ..kernels.cuda import optim as K
+from ..optim._coef import adagrad_coef, adam_coef, check_step
 
 _THREADS = 32 if config.ENABLE_CUDASIM else 256
 _MAX_BLOCKS = 2 if config.ENABLE_CUDASIM else 1024
@@ -70,7 +70,7 @@ def adagrad_(param, grad, state_sum, step, *, lr=1e-2, lr_decay=0.0, weight_deca
              eps=1e-10, maximize=False):
     p, g = _prepare(param, grad)
     s = _state(state_sum, "state_sum", p)
-    clr, wd, eps, _ = F.adagrad_coef(lr, lr_decay, weight_decay, eps, maximize, F._check_step(step))
+    clr, wd, eps, _ = adagrad_coef(lr, lr_decay, weight_decay, eps, maximize, check_step(step))
     _launch(K.adagrad, p, _flat(p), _flat(g), _flat(s), _coef(p, -clr, wd, eps), wd != 0, bool(maximize))
     return param
 
@@ -109,8 +109,8 @@ def adam_(param, grad, exp_avg, exp_avg_sq, step, *, lr, beta1, beta2, eps, weig
     v = _state(exp_avg_sq, "exp_avg_sq", p)
     amsgrad = max_exp_avg_sq is not None
     vmax = _state(max_exp_avg_sq, "max_exp_avg_sq", p) if amsgrad else v
-    coef = F.adam_coef(lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize,
-                       F._check_step(step))
+    coef = adam_coef(lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize,
+                     check_step(step))
     w1 = np.dtype(p.dtype).type(1.0 - beta1)
     c = _coef(p, w1, 1 - w1, beta2, 1.0 - beta2, eps, weight_decay, 1.0 - lr * weight_decay,
               -coef[8], coef[9])

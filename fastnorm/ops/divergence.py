@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from . import _validation as v
-from ._dispatch import device_variant, kernels, threads_for
+from .. import _validation as v
+from .._dispatch import device_variant, kernels, threads_for
 
 __all__ = ["entropy", "kl_div", "cross_entropy", "js_div", "js_distance", "wasserstein_1d"]
 

@@ -13,10 +13,10 @@ import math
 import numpy as np
 from numba import cuda
 
-from . import batch as B
-from ._cuda_norm import _device, _out
-from ._dispatch import on_device
-from .kernels.cuda import batch as K
+from ..ops import batch as B
+from .norm import _device, _out
+from .._dispatch import on_device
+from ..kernels.cuda import batch as K
 
 _F64 = np.dtype(np.float64)
 _ELEMENT_THREADS = 256

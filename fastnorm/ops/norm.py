@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 
-from . import _validation as v
-from ._dispatch import PARALLEL_MIN_WORK, device_variant, kernels, threads_for
+from .. import _validation as v
+from .._dispatch import PARALLEL_MIN_WORK, device_variant, kernels, threads_for
 
 __all__ = ["layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward"]
 

@@ -6,8 +6,8 @@ count and both CPU backends, and stable for logits in the thousands (log-sum-exp
 """
 import numpy as np
 
-from . import _validation as v
-from ._dispatch import kernels, threads_for
+from .. import _validation as v
+from .._dispatch import kernels, threads_for
 from .divergence import _rows
 
 __all__ = ["softmax", "log_softmax", "softmax_cross_entropy", "softmax_cross_entropy_backward"]

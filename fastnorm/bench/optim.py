@@ -11,8 +11,8 @@ writes param, buffer (20).
 
 import numpy as np
 
-from . import bench
-from . import optim
+from . import core as bench
+from .. import optim
 
 SHAPES = ((1, 1 << 20), (1, 32 << 20), (256, 128 << 10))
 QUICK_SHAPES = ((1, 4096), (16, 1024))
