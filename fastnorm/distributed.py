@@ -13,9 +13,10 @@ Each process (an MPI rank) holds a shard of the global batch and the same model:
 - ``allreduce_grads_(grads, comm)`` averages gradients over the ranks in place: all the
   gradients of one dtype packed in one buffer, one ``Allreduce(SUM)`` per dtype.
 
-Before any collective whose size depends on the input, the ranks exchange a small header
-(an error flag, the channel count, the dtype): a rank given bad input, or ranks that disagree,
-raise ``ValueError`` on every rank instead of leaving the others waiting.
+Every collective carries an error flag, and before the first one whose size depends on the
+model the ranks exchange a small header (the channel count, the dtype): a rank given bad input,
+or ranks that disagree, raise ``ValueError`` on every rank instead of leaving the others
+waiting.
 
 Run with ``mpiexec -n 2 python -m mpi4py your_script.py`` (mpi4py's runner aborts all ranks
 when one raises). Requires ``pip install 'fastnorm[dist]'``; ``import fastnorm`` alone never
@@ -92,8 +93,9 @@ class SyncBatchNorm(_BatchNorm):
         running_mean <- (1 - momentum) running_mean + momentum mean
         running_var  <- (1 - momentum) running_var  + momentum M2 / (n - 1)   (unbiased)
 
-    one ``Allgather`` of (n_r, mean_r, M2_r) per forward (plus the 3-integer header that
-    checks the ranks agree on channels and dtype). Backward, with the global sums
+    one ``Allgather`` of (n_r, mean_r, M2_r) per forward (the layer's first forward on a
+    communicator also gathers a 3-integer header: do the ranks agree on channels and dtype?).
+    Backward, one ``Allgather`` too, with the global sums
     S1 = sum dy and S2 = sum dy * xhat gathered the same way::
 
         dx = weight * invstd * (dy - S1 / n - xhat * S2 / n)
@@ -123,6 +125,7 @@ class SyncBatchNorm(_BatchNorm):
                  track_running_stats=True, dtype=np.float32, *, axis=1, comm=None):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype, axis=axis)
         self.comm = _comm(comm)
+        self._agreed = None  # the communicator whose ranks were checked to agree on C and dtype
 
     @classmethod
     def convert_sync_batchnorm(cls, bn, comm=None):
@@ -160,18 +163,23 @@ class SyncBatchNorm(_BatchNorm):
         if not self.training:
             return super().forward(x)  # running (or this rank's) statistics: no communication
         name, C, comm = type(self).__name__, self.num_features, self.comm
-        error = row = None
+        error, row = None, np.zeros(1 + 2 * C)
         try:
             x, axis, row = self._local_moments(x)
         except Exception as e:  # noqa: BLE001 - re-raised after the other ranks are told
             error = e
-        itemsize = getattr(getattr(x, "dtype", None), "itemsize", 0)
-        table = _agree(comm, name, error, (C, itemsize))
-        if len(set(table[:, 0].tolist())) > 1 or len(set(table[:, 1].tolist())) > 1:
-            raise ValueError(f"{name}: the ranks disagree on the input: channels per rank "
-                             f"{table[:, 0].tolist()}, bytes per value {table[:, 1].tolist()}; "
-                             "every rank must give the same number of channels and dtype")
-        rows = _gather_rows(comm, row)
+        if self._agreed is not comm:
+            # once per layer and communicator: do the ranks' layers agree on C and dtype?
+            # (then every later gather has the same size on every rank)
+            table = _agree(comm, name, error, (C, self.dtype.itemsize))
+            if len(set(table[:, 0].tolist())) > 1 or len(set(table[:, 1].tolist())) > 1:
+                raise ValueError(f"{name}: the ranks disagree on the input: channels per rank "
+                                 f"{table[:, 0].tolist()}, bytes per value {table[:, 1].tolist()}; "
+                                 "every rank must give the same number of channels and dtype")
+            self._agreed = comm
+        rows = _gather_rows(comm, np.concatenate(([error is not None], row)))
+        _raise_if_failed(comm, name, error, rows[:, 0])  # flags came with the moments
+        rows = rows[:, 1:]
         m = F.Moments(int(rows[0, 0]), rows[0, 1:C + 1], rows[0, C + 1:])
         for r in range(1, rows.shape[0]):
             m = F.merge_moments(m, F.Moments(int(rows[r, 0]), rows[r, 1:C + 1], rows[r, C + 1:]))

@@ -142,7 +142,7 @@ def test_one_rank_communicator_is_batch_norm_bit_for_bit(shape, cls, bn_cls):
         alone.Free()
 
 
-def test_statistics_identical_on_every_rank_and_one_gather_per_forward():
+def test_statistics_identical_on_every_rank():
     rng = np.random.default_rng(100 + rank)  # different data on every rank
     sync = SyncBatchNorm2d(4, dtype=np.float64)
     y = sync(rng.standard_normal((3 + rank, 4, 6, 6)))
@@ -151,6 +151,30 @@ def test_statistics_identical_on_every_rank_and_one_gather_per_forward():
     same_on_every_rank(invstd)
     assert n == sum(3 + r for r in range(size)) * 36
     assert y.shape == (3 + rank, 4, 6, 6)
+
+
+class CountingComm(MPI.Intracomm):
+    """COMM_WORLD, counting the collectives called on it."""
+
+    def Allgather(self, *args, **kwargs):
+        self.calls = getattr(self, "calls", 0) + 1
+        return super().Allgather(*args, **kwargs)
+
+
+def test_one_gather_per_forward_and_backward_after_the_first_check():
+    counting = CountingComm(comm)
+    sync = SyncBatchNorm1d(3, comm=counting)
+    x = np.random.default_rng(rank).standard_normal((4, 3)).astype(np.float32)
+    sync(x)
+    assert counting.calls == 2  # the channels/dtype header, then the moments
+    for step in range(2):
+        sync(x)
+        assert counting.calls == 3 + 2 * step
+        sync.backward(np.ones_like(x))
+        assert counting.calls == 4 + 2 * step
+    sync.eval()
+    sync(x)
+    assert counting.calls == 6  # eval: running statistics, no communication
 
 
 def test_convert_sync_batchnorm_shares_the_arrays():
@@ -225,6 +249,10 @@ def test_bad_input_on_one_rank_raises_on_every_rank():
     with pytest.raises((TypeError, ValueError), match="float32 parameters|rank\\(s\\) \\[1\\]"):
         sync(x)
     x = np.random.default_rng(rank).standard_normal((2, 3, 2, 2)).astype(np.float32)
+    y = sync(x)
+    bad = x.astype(np.float64) if rank == 1 else x  # after the first forward: the flag path
+    with pytest.raises((TypeError, ValueError), match="float32 parameters|rank\\(s\\) \\[1\\]"):
+        sync(bad)
     y = sync(x)
     dy = np.ones((2, 3, 2, 3) if rank == 1 else y.shape, np.float32)
     with pytest.raises(ValueError, match="same shape|rank\\(s\\) \\[1\\]"):
