@@ -104,9 +104,9 @@ class SyncBatchNorm(_BatchNorm):
     torch: ``allreduce_grads_`` averages them with the other parameters' gradients.
 
     Every rank merges the gathered rows in rank order, so results are bitwise identical on
-    all ranks. Against one process normalizing the concatenated batch they agree to rounding
-    (float32: ~1e-7 relative; the single process merges its fixed pieces in another order);
-    with one rank they are bitwise ``nn.BatchNorm``'s. In eval mode the running statistics
+    all ranks. Against one process normalizing the concatenated batch the float64 statistics
+    agree to rounding (the single process merges its fixed pieces in another order): float32
+    results came out bitwise equal in every shape tested, float64 within a few ulps; with one rank they are bitwise ``nn.BatchNorm``'s. In eval mode the running statistics
     are used and nothing is communicated (torch does the same). The state_dict is
     BatchNorm's (weight, bias, running_mean, running_var, num_batches_tracked), as torch's.
 
@@ -210,7 +210,7 @@ class SyncBatchNorm(_BatchNorm):
         s = np.zeros((2, C))
         try:
             dy = F._dy(dy, x)
-            x3, outer, _, inner = F._view3(x, axis)
+            x3 = F._view3(x, axis)[0]
             dy3 = v.contiguous(dy).reshape(x3.shape)
             dx = np.empty(x.shape, x.dtype)
             if x.size:
