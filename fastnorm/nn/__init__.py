@@ -11,10 +11,13 @@ a reference to the forward's input, as torch's autograd does: modify that array 
 One module per family of layers; each lists its layers in ``__all__``.
 """
 from . import _module, batch as _batch, dropout as _dropout, local as _local, norm as _norm
+from . import linear as _linear
 from ._module import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
 from .batch import *  # noqa: F401,F403
 from .local import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
+from .linear import *  # noqa: F401,F403
 
-__all__ = [*_module.__all__, *_norm.__all__, *_batch.__all__, *_local.__all__, *_dropout.__all__]
+__all__ = [*_module.__all__, *_norm.__all__, *_batch.__all__, *_local.__all__, *_dropout.__all__,
+           *_linear.__all__]

@@ -438,6 +438,21 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None, *
     return (out, mean, invstd) if return_stats else out
 
 
+def _bn_grad_apply(dy3, x3, mean, invstd, w, s1, s2, n, dx3, nthreads):
+    """dx3 from the per-channel sums s1 = sum dy, s2 = sum dy * xhat over the n values of each
+    channel (batch statistics; n None: running statistics, dx = dy * weight * invstd). The
+    sums may be of more data than x3 holds: SyncBatchNorm passes the sums of every rank."""
+    C = x3.shape[1]
+    a = invstd * _f64(w, C, 1.0)
+    if n is not None:
+        bcoef = -a * invstd * (s2 / n)
+        ccoef = -a * (s1 / n)
+    else:
+        bcoef = ccoef = np.zeros(C)
+    kernels("batch").grad_apply(dy3, x3, mean.reshape(1, C), a.reshape(1, C), bcoef.reshape(1, C),
+                                ccoef.reshape(1, C), dx3, nthreads)
+
+
 @device_variant
 def batch_norm_backward(dy, x, running_mean=None, running_var=None, weight=None, bias=None, *,
                         training=False, momentum=0.1, eps=1e-5, axis=1, out=None,
@@ -481,15 +496,8 @@ def batch_norm_backward(dy, x, running_mean=None, running_var=None, weight=None,
     dy3 = v.contiguous(dy).reshape(x3.shape)
     nthreads = threads_for(x.size)
     s1, s2 = _channel_grad_sums(dy3, x3, mean, invstd, nthreads)
-    a = invstd * _f64(w, C, 1.0)
-    if use_batch:
-        n = outer * inner
-        bcoef = -a * invstd * (s2 / n)
-        ccoef = -a * (s1 / n)
-    else:
-        bcoef = ccoef = np.zeros(C)
-    kernels("batch").grad_apply(dy3, x3, mean.reshape(1, C), a.reshape(1, C), bcoef.reshape(1, C),
-                                ccoef.reshape(1, C), target.reshape(x3.shape), nthreads)
+    _bn_grad_apply(dy3, x3, mean, invstd, w, s1, s2, outer * inner if use_batch else None,
+                   target.reshape(x3.shape), nthreads)
     dx = v.finish(out, target)
     return dx, None if w is None else s2.astype(dt), None if b is None else s1.astype(dt)
 
