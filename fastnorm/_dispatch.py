@@ -178,18 +178,71 @@ def on_device(a):
     )
 
 
-def device_variant(fn):
-    """Route calls whose first array argument lives on a CUDA device to the numba.cuda
-    implementation of the same name: ``fastnorm.X.f`` goes to ``fastnorm._cuda_X.f``, which
-    takes the same arguments and returns device arrays."""
+def holds_device(a):
+    """True when ``a`` is a device array, or a list, tuple or dict holding one at its top level
+    (the array lists of the penalties, clipping and optimizers)."""
+    if type(a) is _ndarray:
+        return False
+    if isinstance(a, dict):
+        return any(on_device(e) for e in a.values())
+    if isinstance(a, (list, tuple)):
+        return any(on_device(e) for e in a)
+    return on_device(a)
+
+
+def device_variant(fn=None, *, family=None, also=None):
+    """Route calls whose first array argument lives on a CUDA device (or is a list, tuple or
+    dict holding device arrays) to the numba.cuda implementation of the same name:
+    ``fastnorm.X.f`` goes to ``fastnorm._cuda_X.f`` (``fastnorm._cuda_<family>.f`` when the
+    kernels belong to another family), which takes the same arguments and returns device
+    arrays. ``also``: route on the arguments up to this position as well (a backward whose
+    first argument may be a plain number)."""
+    if fn is None:
+        return lambda f: device_variant(f, family=family, also=also)
     name = fn.__name__
-    device_module = "fastnorm._cuda_" + fn.__module__.rsplit(".", 1)[-1]
+    device_module = "fastnorm._cuda_" + (family or fn.__module__.rsplit(".", 1)[-1])
+
+    def device(*args, **kwargs):
+        return getattr(importlib.import_module(device_module), name)(*args, **kwargs)
 
     def wrapper(x, *args, **kwargs):
-        if type(x) is _ndarray or not on_device(x):
+        if type(x) is _ndarray or not holds_device(x):
             return fn(x, *args, **kwargs)
-        return getattr(importlib.import_module(device_module), name)(x, *args, **kwargs)
+        return device(x, *args, **kwargs)
 
+    def wrapper_also(*args, **kwargs):
+        if any(type(a) is not _ndarray and holds_device(a) for a in args[:also + 1]):
+            return device(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return _wraps(wrapper if also is None else wrapper_also, fn)
+
+
+def no_device_kernel(op, why="pass host (NumPy) arrays"):
+    """The error of an op that has no CUDA kernel, raised before anything is read or written."""
+    return NotImplementedError(f"fastnorm.{op}: no CUDA kernel yet; {why}")
+
+
+def host_only(public):
+    """For ops without a CUDA kernel: a device array among the arguments (or in a list, tuple
+    or dict among them) raises ``no_device_kernel`` naming ``public.<name>`` (e.g.
+    ``functional.wasserstein_1d``) instead of a silent copy to the host."""
+
+    def decorate(fn):
+        op = f"{public}.{fn.__name__}"
+
+        def wrapper(*args, **kwargs):
+            for a in (*args, *kwargs.values()):
+                if type(a) is not _ndarray and holds_device(a):
+                    raise no_device_kernel(op)
+            return fn(*args, **kwargs)
+
+        return _wraps(wrapper, fn)
+
+    return decorate
+
+
+def _wraps(wrapper, fn):
     wrapper.__name__ = fn.__name__
     wrapper.__qualname__ = fn.__qualname__
     wrapper.__doc__ = fn.__doc__

@@ -7,7 +7,7 @@ count and both CPU backends, and stable for logits in the thousands (log-sum-exp
 import numpy as np
 
 from . import _validation as v
-from ._dispatch import kernels, threads_for
+from ._dispatch import device_variant, kernels, threads_for
 from .divergence import _rows
 
 __all__ = ["softmax", "log_softmax", "softmax_cross_entropy", "softmax_cross_entropy_backward"]
@@ -39,6 +39,7 @@ def _softmax(x, axis, out, log):
     return out
 
 
+@device_variant(family="divergence")
 def softmax(x, *, axis=-1, out=None):
     """exp(x - max) / sum(exp(x - max)) along ``axis``: ``torch.softmax(x, dim=axis)``,
     ``scipy.special.softmax(x, axis)``. The sum is float64; the result has x's dtype.
@@ -53,6 +54,7 @@ def softmax(x, *, axis=-1, out=None):
     return _softmax(x, axis, out, False)
 
 
+@device_variant(family="divergence")
 def log_softmax(x, *, axis=-1, out=None):
     """x - max - log(sum(exp(x - max))) along ``axis``: ``torch.log_softmax(x, dim=axis)``,
     ``scipy.special.log_softmax(x, axis)``; finite for logits in the thousands.
@@ -147,6 +149,7 @@ def _dx_layout(x, dx2, out):
     return out
 
 
+@device_variant(family="divergence")
 def softmax_cross_entropy(logits, labels, *, weight=None, ignore_index=-100, reduction="mean",
                           label_smoothing=0.0, return_grad=False):
     """Cross-entropy of softmax(logits) against class labels, classes on axis 1:
@@ -188,6 +191,7 @@ def softmax_cross_entropy(logits, labels, *, weight=None, ignore_index=-100, red
     return _reduce(loss, lab_shape, reduction, denom, x.dtype), _dx_layout(x, dx2, None)
 
 
+@device_variant(family="divergence", also=1)
 def softmax_cross_entropy_backward(dloss, logits, labels, *, weight=None, ignore_index=-100,
                                    reduction="mean", label_smoothing=0.0, return_grad=False,
                                    out=None):
