@@ -105,7 +105,7 @@ def dropout_mask(shape, p, seed):
 def _gaussian(x, p, seed, out, name):
     x, y, xf, yf, n = _flat(x, name, out)
     if n:
-        K.normal_apply[_grid(n)](xf, yf, *_key(seed), 1.0, math.sqrt(p / (1.0 - p)), 1)
+        K.normal_apply[_grid(n)](xf, yf, 0, *_key(seed), 1.0, math.sqrt(p / (1.0 - p)), 1)
     return y
 
 
@@ -250,3 +250,27 @@ def l1_prox_(params, threshold):
         if w.size:
             K.l1_prox_[_grid(w.size)](w, cuda.to_device(np.array([threshold], w.dtype)))
     return params
+
+
+# ---------------------------------------------------------------- random fills (fastnorm.random, init)
+
+
+def _fill_target(out, shape, dt):
+    y = _out(out, shape, dt)
+    return y, y.reshape(math.prod(shape))
+
+
+def uniform(shape, low, width, seed, offset, out):
+    """``fastnorm.random.uniform`` into a device ``out`` (arguments checked by it)."""
+    y, flat = _fill_target(out, shape, out.dtype)
+    if flat.size:
+        K.uniform_fill[_grid(flat.size)](flat, offset, *_key(seed), low, width)
+    return y
+
+
+def normal(shape, mean, std, seed, offset, out):
+    """``fastnorm.random.normal`` into a device ``out`` (arguments checked by it)."""
+    y, flat = _fill_target(out, shape, out.dtype)
+    if flat.size:
+        K.normal_apply[_grid(flat.size)](flat, flat, offset, *_key(seed), mean, std, 0)
+    return y

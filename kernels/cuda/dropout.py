@@ -69,13 +69,13 @@ def dropout_mask(mask, k0, k1, thr):
 
 
 @cuda.jit
-def normal_apply(x, y, k0, k1, a, b, mode):
-    """mode 0: y = a + b z; mode 1: y = x * (a + b z) (float64, rounded once)."""
+def normal_apply(x, y, offset, k0, k1, a, b, mode):
+    """Normals offset + i: mode 0: y = a + b z; mode 1: y = x * (a + b z) (float64, rounded once)."""
     n = y.shape[0]
     start = cuda.grid(1)
     stride = cuda.gridsize(1)
     for i in range(start, n, stride):
-        g = uint64(2 * i)
+        g = uint64(2 * (i + offset))
         u1 = (float64(_word(g, uint64(1), k0, k1)) + 0.5) * TWO_M32
         u2 = float64(_word(g + uint64(1), uint64(1), k0, k1)) * TWO_M32
         z = a + b * (math.sqrt(-2.0 * math.log(u1)) * math.cos(TWO_PI * u2))
@@ -86,10 +86,10 @@ def normal_apply(x, y, k0, k1, a, b, mode):
 
 
 @cuda.jit
-def uniform_fill(y, k0, k1, low, width):
-    """y[i] = low + width * (word i of stream 0) * 2^-32, float64 rounded once."""
+def uniform_fill(y, offset, k0, k1, low, width):
+    """y[i] = low + width * (word offset + i of stream 0) * 2^-32, float64 rounded once."""
     for i in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
-        y[i] = low + width * (float64(_word(uint64(i), uint64(0), k0, k1)) * TWO_M32)
+        y[i] = low + width * (float64(_word(uint64(i + offset), uint64(0), k0, k1)) * TWO_M32)
 
 
 # ---------------------------------------------------------------- norms of arrays
