@@ -6,8 +6,9 @@ when their first argument is a device array (``fastnorm._dispatch.device_variant
 arguments and semantics, results as numba device arrays of the inputs' dtype (a reduced loss
 is a 0-d device array). On the device the reduced axis must be the last one (classes on axis 1
 of 1-D or 2-D logits for the cross-entropy) and arrays C-contiguous; a host ``q`` is copied
-over. Cross-entropy labels may be host or device int arrays: they are checked (range,
-ignore_index) and counted for the mean on the host, so device labels are copied back.
+over. Cross-entropy labels (and class weights) may be host or device arrays: they are checked
+(range, ignore_index) and counted for the mean on the host, so device ones are copied back
+(N integers, C weights; the logits never leave the device).
 """
 import math
 

@@ -280,3 +280,16 @@ def test_ops_without_kernel_raise_not_implemented_naming_the_op(op):
     run(_host)  # the CPU path works
     with pytest.raises(NotImplementedError, match=rf"^fastnorm\.{op}: no CUDA kernel yet"):
         run(_dev)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: fn.layer_norm(X, _dev(C8)),
+    lambda: fn.kl_div(P, _dev(Q)),
+    lambda: fn.cosine_linear(X, _dev(W)),
+    lambda: fn.batch_norm(X4, weight=_dev(np.ones(4)), training=True),
+], ids=["layer_norm", "kl_div", "cosine_linear", "batch_norm"])
+def test_a_device_array_behind_a_host_first_argument_is_refused(call):
+    # the op runs on the host (its first array is a host array): a device array among the
+    # others would be copied back silently, so it is a TypeError naming the argument
+    with pytest.raises(TypeError, match="is a CUDA device array but this call runs on the host"):
+        call()

@@ -98,6 +98,14 @@ SUM_ABS, SUM_SQ, MAX_ABS, SUM_POW = 0, 1, 2, 3
 
 
 @cuda.jit(device=True)
+def _max_nan(s, nan, v):
+    """(max(s, v), nan): a NaN v sets the flag instead (the tree's max must not see NaN)."""
+    if v != v:
+        return s, 1.0
+    return (v if v > s else s), nan
+
+
+@cuda.jit(device=True)
 def _tree(buf, t, s, nan, kind):
     """The block's sum (max when kind is MAX_ABS; NaN when any thread saw one)."""
     if kind == MAX_ABS:
@@ -121,10 +129,7 @@ def reduce_partials(x, kind, p, partials):
         elif kind == SUM_SQ:
             s += v * v
         elif kind == MAX_ABS:
-            if v != v:
-                nan = 1.0
-            elif v > s:
-                s = v
+            s, nan = _max_nan(s, nan, v)
         else:
             s += v ** p
     total = _tree(buf, t, s, nan, kind)
@@ -153,14 +158,10 @@ def combine_partials(partials, kind, p, norms, out):
         s = 0.0
         nan = 0.0
         for b in range(t, partials.shape[1], THREADS):
-            v = partials[a, b]
             if kind == MAX_ABS:
-                if v != v:
-                    nan = 1.0
-                elif v > s:
-                    s = v
+                s, nan = _max_nan(s, nan, partials[a, b])
             else:
-                s += v
+                s += partials[a, b]
         r = _tree(buf, t, s, nan, kind)
         if not norms:
             total += r
