@@ -16,11 +16,11 @@ import numpy as np
 from numba import cuda
 
 from . import _validation as v
-from ._cuda_norm import _device, _out
+from ._cuda_norm import _device, _out, _standin
 from ._dispatch import no_device_kernel, on_device
 from .divergence import CROSS, ENTROPY, JS, KL, _check_base
 from .kernels.cuda import divergence as K
-from .loss import _sce_inputs
+from .loss import _sce_checks
 
 _F64 = np.dtype(np.float64)
 
@@ -108,9 +108,8 @@ def _sce_device(logits, labels, weight, ignore_index, reduction, label_smoothing
     lab = labels.copy_to_host() if on_device(labels) else labels
     w = weight.copy_to_host() if on_device(weight) else weight
     # the CPU path's checks and counts, on a zero-memory stand-in of the logits
-    standin = np.broadcast_to(np.zeros((), x.dtype), tuple(x.shape))
-    _, _, lab, w, wsum, denom, eps, ncls = _sce_inputs(standin, lab, w, ignore_index, reduction,
-                                                       label_smoothing)
+    _, lab, w, wsum, denom, eps, ncls = _sce_checks(_standin(x), lab, w, ignore_index, reduction,
+                                                    label_smoothing)
     x2 = x.reshape(1, ncls) if len(x.shape) == 1 else x
     wd = cuda.to_device(w) if w is not None else cuda.device_array(1, _F64)
     return x, x2, cuda.to_device(lab), wd, w is not None, wsum, denom, eps

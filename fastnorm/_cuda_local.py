@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._cuda_norm import _device, _out
+from ._cuda_norm import _device, _out, _standin
 from .kernels.cuda import local as K
 from .local import _axis3, _cos_args, _lp_args, _lrn_args, _wn_layout
 
@@ -159,11 +159,10 @@ def _cos(x, w, eps):
     """(x as (m, K) rows, w, row norms of both (float64 device arrays), eps, x's shape)."""
     x = _device(x, "x")
     shape = tuple(x.shape)
-    host = np.broadcast_to(np.zeros((), x.dtype), shape)  # the host checks, on a stand-in
-    wd = _device(w, "w", None, None)
-    _, _, eps = _cos_args(host, np.broadcast_to(np.zeros((), wd.dtype), tuple(wd.shape)), eps)
-    K = shape[-1]
-    x2 = x.reshape(math.prod(shape[:-1]), K)
+    wd = _device(w, "w")
+    _, _, eps = _cos_args(_standin(x), _standin(wd), eps)  # the host checks, on stand-ins
+    n_in = shape[-1]
+    x2 = x.reshape(math.prod(shape[:-1]), n_in)
     return x2, wd, _row_norms(x2), _row_norms(wd), eps, shape
 
 

@@ -70,6 +70,14 @@ def log_softmax(x, *, axis=-1, out=None):
 
 def _sce_inputs(logits, labels, weight, ignore_index, reduction, label_smoothing):
     """(x2 (m, C) logits rows, labels (m,) int64, w float64 or None, wsum, eps, shape info)."""
+    x, lab, w, wsum, denom, eps, ncls = _sce_checks(logits, labels, weight, ignore_index,
+                                                    reduction, label_smoothing)
+    x2 = _rows(x, 1) if x.ndim > 1 else _rows(x.reshape(1, -1), 1)
+    return x, x2, lab, w, wsum, denom, eps, ncls
+
+
+def _sce_checks(logits, labels, weight, ignore_index, reduction, label_smoothing):
+    """_sce_inputs without the logits' rows (the CUDA path checks a stand-in of the logits)."""
     x = v.float_array(logits, "logits")
     if x.ndim == 0:
         raise ValueError("logits must have at least one dimension (classes), got a 0-d array")
@@ -101,13 +109,12 @@ def _sce_inputs(logits, labels, weight, ignore_index, reduction, label_smoothing
         if w.shape != (ncls,):
             raise ValueError(f"weight must have shape ({ncls},) (one per class), got {w.shape}")
         w = v.contiguous(w.astype(x.dtype).astype(_F64))
-    x2 = _rows(x, 1) if x.ndim > 1 else _rows(x.reshape(1, -1), 1)
     valid = lab != ignore_index
     if w is None:
         wsum, denom = float(ncls), float(np.count_nonzero(valid))
     else:
         wsum, denom = float(np.sum(w)), float(np.sum(w[lab[valid]]))
-    return x, x2, lab, w, wsum, denom, eps, ncls
+    return x, lab, w, wsum, denom, eps, ncls
 
 
 _NO_WEIGHT = np.empty(0, _F64)
