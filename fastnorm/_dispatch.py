@@ -48,6 +48,10 @@ DEVICE_MODULES = {
     "fastnorm.ops.local": "fastnorm.cuda.local",
     "fastnorm.ops.dropout": "fastnorm.cuda.dropout",
     "fastnorm.ops.divergence": "fastnorm.cuda.divergence",
+    "fastnorm.ops.loss": "fastnorm.cuda.divergence",  # softmax and cross-entropy: row kernels
+    "fastnorm.ops.regularization": "fastnorm.cuda.dropout",  # penalties, clipping: elementwise
+    "fastnorm.random": "fastnorm.cuda.dropout",  # Philox fills of a device out=
+    "fastnorm.optim": "fastnorm.cuda.optim",  # the optimizer classes' device state
     "fastnorm.optim.functional": "fastnorm.cuda.optim",
 }
 
@@ -204,25 +208,84 @@ def on_device(a):
     )
 
 
+def device_module(module):
+    """The numba.cuda host module serving public ``module`` (see ``DEVICE_MODULES``)."""
+    return importlib.import_module(DEVICE_MODULES[module])
+
+
 def device_function(module, name):
     """The numba.cuda implementation of ``module``'s op ``name`` (see ``DEVICE_MODULES``)."""
-    return getattr(importlib.import_module(DEVICE_MODULES[module]), name)
+    return getattr(device_module(module), name)
 
 
-def device_variant(fn):
-    """Route calls whose first array argument lives on a CUDA device to the numba.cuda
-    implementation of the same name in ``DEVICE_MODULES[fn.__module__]``, which takes the same
-    arguments and returns device arrays."""
+def holds_device(a):
+    """True when ``a`` is a device array, or a list, tuple or dict holding one at its top level
+    (the array lists of the penalties, clipping and optimizers)."""
+    if type(a) is _ndarray:
+        return False
+    if isinstance(a, dict):
+        return any(on_device(e) for e in a.values())
+    if isinstance(a, (list, tuple)):
+        return any(on_device(e) for e in a)
+    return on_device(a)
+
+
+def device_variant(fn=None, *, also=None):
+    """Route calls whose first array argument lives on a CUDA device (or is a list, tuple or
+    dict holding device arrays) to the numba.cuda implementation of the same name in
+    ``DEVICE_MODULES[fn.__module__]``, which takes the same arguments and returns device arrays.
+    ``also``: route on the arguments up to this position as well (a backward whose first
+    argument may be a plain number)."""
+    if fn is None:
+        return lambda f: device_variant(f, also=also)
     name = fn.__name__
     module = fn.__module__
     if module not in DEVICE_MODULES:
         raise LookupError(f"{module} has no entry in fastnorm._dispatch.DEVICE_MODULES")
 
-    def wrapper(x, *args, **kwargs):
-        if type(x) is _ndarray or not on_device(x):
-            return fn(x, *args, **kwargs)
-        return device_function(module, name)(x, *args, **kwargs)
+    def device(*args, **kwargs):
+        return device_function(module, name)(*args, **kwargs)
 
+    def wrapper(x, *args, **kwargs):
+        if type(x) is _ndarray or not holds_device(x):
+            return fn(x, *args, **kwargs)
+        return device(x, *args, **kwargs)
+
+    def wrapper_also(*args, **kwargs):
+        if any(type(a) is not _ndarray and holds_device(a) for a in args[:also + 1]):
+            return device(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    routed = _wraps(wrapper if also is None else wrapper_also, fn)
+    routed.device_module = DEVICE_MODULES[module]
+    return routed
+
+
+def no_device_kernel(op, why="pass host (NumPy) arrays"):
+    """The error of an op that has no CUDA kernel, raised before anything is read or written."""
+    return NotImplementedError(f"fastnorm.{op}: no CUDA kernel yet; {why}")
+
+
+def host_only(public):
+    """For ops without a CUDA kernel: a device array among the arguments (or in a list, tuple
+    or dict among them) raises ``no_device_kernel`` naming ``public.<name>`` (e.g.
+    ``functional.wasserstein_1d``) instead of a silent copy to the host."""
+
+    def decorate(fn):
+        op = f"{public}.{fn.__name__}"
+
+        def wrapper(*args, **kwargs):
+            for a in (*args, *kwargs.values()):
+                if type(a) is not _ndarray and holds_device(a):
+                    raise no_device_kernel(op)
+            return fn(*args, **kwargs)
+
+        return _wraps(wrapper, fn)
+
+    return decorate
+
+
+def _wraps(wrapper, fn):
     wrapper.__name__ = fn.__name__
     wrapper.__qualname__ = fn.__qualname__
     wrapper.__doc__ = fn.__doc__

@@ -6,14 +6,22 @@ here with an error naming the argument, before anything is written.
 """
 import numpy as np
 
+from ._dispatch import on_device
+
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 FLOAT_DTYPES = (_F32, _F64)
 
 
 def float_array(a, name):
-    """``a`` as a float32/float64 ndarray (native byte order); TypeError for any other dtype."""
+    """``a`` as a float32/float64 ndarray (native byte order); TypeError for any other dtype,
+    and for a CUDA device array (the call runs on the host: its first array argument is a host
+    array; a device array here would be copied back silently)."""
     if type(a) is not np.ndarray:
+        if on_device(a):
+            raise TypeError(f"{name} is a CUDA device array but this call runs on the host (its "
+                            "first array argument is a host array): pass every array on the device, "
+                            "or copy it to the host first")
         a = np.asarray(a)
     dt = a.dtype
     if dt is _F32 or dt is _F64:

@@ -1,7 +1,7 @@
 """Weight initialization: Xavier/Glorot and Kaiming/He, uniform and normal, seeded.
 
-``torch.nn.init``'s functions, names and semantics on NumPy arrays (filled in place and
-returned), drawing from fastnorm's counter-based generator (``fastnorm.random``): the same
+``torch.nn.init``'s functions, names and semantics on NumPy arrays or C-contiguous CUDA device
+arrays (filled in place, on the device for the latter, and returned), drawing from fastnorm's counter-based generator (``fastnorm.random``): the same
 ``seed`` gives the same weights on every backend and thread count (``seed=None`` draws
 ``fastnorm.random.next_seed()``). Fans as torch computes them for a weight of shape
 (out, in, *kernel): fan_in = in * prod(kernel), fan_out = out * prod(kernel).
@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _validation as v
 from . import random as _random
+from ._dispatch import on_device
 
 __all__ = ["calculate_gain", "calculate_fan_in_and_fan_out", "uniform_", "normal_",
            "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_"]
@@ -77,6 +78,8 @@ def _fan(shape, mode):
 
 
 def _writable(tensor):
+    if on_device(tensor):  # filled on the device (fastnorm.random's device path checks it)
+        return tensor
     if type(tensor) is not np.ndarray:
         raise TypeError(f"tensor must be a numpy.ndarray (filled in place), got {type(tensor).__name__}")
     v.float_array(tensor, "tensor")
@@ -88,6 +91,9 @@ def _writable(tensor):
 def _fill(tensor, draw):
     """Fill ``tensor`` with ``draw(shape, dtype, out)``, through a scratch array when it is not
     C-contiguous and native; returns it."""
+    if on_device(tensor):
+        draw(tuple(tensor.shape), np.dtype(tensor.dtype), tensor)
+        return tensor
     dt = tensor.dtype.newbyteorder("=")
     if tensor.flags.c_contiguous and tensor.dtype.isnative:
         draw(tensor.shape, dt, tensor)

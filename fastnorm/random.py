@@ -27,7 +27,7 @@ import threading
 import numpy as np
 
 from . import _validation as v
-from ._dispatch import kernels, threads_for
+from ._dispatch import device_function, kernels, on_device, threads_for
 
 __all__ = ["philox4x32_10", "manual_seed", "next_seed", "initial_seed", "random_bits",
            "uniform", "normal"]
@@ -168,6 +168,8 @@ def uniform(shape, low=0.0, high=1.0, *, seed=None, dtype=np.float64, offset=0, 
     low, high = float(low), float(high)
     if not (math.isfinite(low) and math.isfinite(high)) or low > high:
         raise ValueError(f"uniform needs finite low <= high, got low={low}, high={high}")
+    if out is not None and on_device(out):
+        return _device_fill("uniform", out, dt, shape, low, high - low, seed, offset)
     y = _target(out, shape, dt)
     kernels("dropout").uniform_fill(y.reshape(n), offset, *key(seed), low, high - low, threads_for(n))
     return y
@@ -189,10 +191,19 @@ def normal(shape, mean=0.0, std=1.0, *, seed=None, dtype=np.float64, offset=0, o
     mean, std = float(mean), float(std)
     if not (math.isfinite(mean) and math.isfinite(std)) or std < 0:
         raise ValueError(f"normal needs a finite mean and a finite std >= 0, got mean={mean}, std={std}")
+    if out is not None and on_device(out):
+        return _device_fill("normal", out, dt, shape, mean, std, seed, offset)
     y = _target(out, shape, dt)
     flat = y.reshape(n)
     kernels("dropout").normal_apply(flat, flat, offset, *key(seed), mean, std, 0, threads_for(2 * n))
     return y
+
+
+def _device_fill(name, out, dt, shape, a, b, seed, offset):
+    """A device ``out`` is filled on the device (fastnorm.cuda.dropout): the same numbers."""
+    if np.dtype(out.dtype) != dt:
+        raise TypeError(f"out must have dtype {dt}, got {out.dtype}")
+    return device_function(__name__, name)(shape, a, b, seed, offset, out)
 
 
 def _target(out, shape, dt):

@@ -1,4 +1,4 @@
-"""fastnorm.optim.functional on CUDA device arrays, in numba's CUDA simulator (or on a GPU):
+"""fastnorm.optim.functional and the fastnorm.optim classes on CUDA device arrays, in numba's CUDA simulator (or on a GPU):
 the same steps as the CPU kernels, to an ulp or two (the simulator evaluates sqrt in float64;
 a GPU may contract other multiply-adds). Tiny shapes: the simulator is slow."""
 import os
@@ -14,6 +14,8 @@ from numba import config  # noqa: E402
 if not config.ENABLE_CUDASIM and not cuda.is_available():
     pytest.skip("numba.cuda was imported without the simulator and there is no GPU", allow_module_level=True)
 
+from fastnorm import optim  # noqa: E402
+from fastnorm._dispatch import on_device  # noqa: E402
 from fastnorm.optim import functional as F  # noqa: E402
 
 RTOL = {np.float32: 1e-6, np.float64: 1e-14}
@@ -71,3 +73,45 @@ def test_host_grad_is_copied_and_host_state_refused():
         F.adam_(p, np.ones(8), m, v, 2, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
     with pytest.raises(ValueError, match="shape"):
         F.sgd_(p, np.ones(9, np.float32), lr=0.1)
+
+
+# ---------------------------------------------------------------- the optimizer classes
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("make", [
+    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
+    lambda ps: optim.Adagrad(ps, lr=0.1, lr_decay=0.01),
+    lambda ps: optim.Adadelta(ps, weight_decay=0.1, maximize=True),
+    lambda ps: optim.RMSprop(ps, momentum=0.5, centered=True),
+    lambda ps: optim.Adam([{"params": ps[:1], "lr": 0.01}, {"params": ps[1:]}], amsgrad=True),
+    lambda ps: optim.AdamW(ps, lr=0.1),
+], ids=["sgd", "adagrad", "adadelta", "rmsprop", "adam_groups", "adamw"])
+def test_optimizer_classes_step_device_params_like_the_cpu(make, dtype):
+    rng = np.random.default_rng(3)
+    host = [rng.standard_normal(33).astype(dtype), rng.standard_normal((4, 5)).astype(dtype)]
+    dev = [cuda.to_device(p) for p in host]
+    cpu_opt, dev_opt = make(host), make(dev)
+    for _ in range(3):
+        grads = [rng.standard_normal(p.shape).astype(dtype) for p in host]
+        cpu_opt.step(grads)
+        dev_opt.step([cuda.to_device(grads[0]), grads[1]])  # a host grad is copied over
+    for d, h in zip(dev, host):
+        np.testing.assert_allclose(d.copy_to_host(), h, rtol=10 * RTOL[dtype], atol=10 * RTOL[dtype])
+    state = dev_opt.state_dict()
+    for k, st in state["state"].items():
+        for name, a in st.items():
+            if name != "step" and a is not None:
+                assert on_device(a), name  # the state lives on the device
+    again = make([cuda.to_device(p) for p in host])
+    again.load_state_dict(cpu_opt.state_dict())  # host state loads onto the device
+    assert all(on_device(a) for st in again.state.values() for n, a in st.items()
+               if n != "step" and a is not None)
+
+
+def test_optimizer_classes_refuse_mixed_host_and_device():
+    host = np.zeros(3)
+    with pytest.raises(TypeError, match="device array but its param is a host array"):
+        optim.SGD([host], lr=0.1).step([cuda.to_device(np.ones(3))])
+    with pytest.raises(TypeError, match="dtype"):
+        optim.Adam([cuda.to_device(np.zeros(3))]).step([np.ones(3, np.float32)])

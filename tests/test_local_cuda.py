@@ -1,4 +1,4 @@
-"""LRN, lp_normalize and weight_norm on CUDA device arrays, in numba's CUDA simulator (or on a real GPU). Tiny shapes: the
+"""LRN, lp_normalize, weight_norm and cosine_linear on CUDA device arrays, in numba's CUDA simulator (or on a real GPU). Tiny shapes: the
 simulator runs every CUDA thread as a Python thread."""
 import os
 
@@ -48,8 +48,6 @@ def test_lrn_on_device_in_place_nan_and_errors():
         fn.local_response_norm(cuda.to_device(np.ones((2, 3))), 3)
     with pytest.raises(ValueError, match="size must be at least 1"):
         fn.local_response_norm(cuda.to_device(np.ones((2, 3, 1))), 0)
-    with pytest.raises(NotImplementedError, match="cosine_linear"):
-        fn.cosine_linear(cuda.to_device(np.ones((2, 3))), np.ones((4, 3)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -85,3 +83,42 @@ def test_weight_norm_on_device_matches_cpu(dtype, axis):
     np.testing.assert_allclose(dg.copy_to_host(), want_dg, rtol=10 * TOL[dtype], atol=10 * TOL[dtype])
     with pytest.raises(ValueError, match="g must"):
         fn.weight_norm(cuda.to_device(v), np.ones(7), axis=axis)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cosine_linear_on_device_matches_cpu_and_float64(dtype):
+    # several tiles in every direction (TILE is 8 in the simulator), a zero row in x and in w
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 19)).astype(dtype)
+    w = rng.standard_normal((10, 19)).astype(dtype)
+    x[1, 2] = 0
+    w[3] = 0
+    y = fn.cosine_linear(cuda.to_device(x), cuda.to_device(w))
+    assert _dispatch.on_device(y) and y.dtype == dtype and tuple(y.shape) == (2, 6, 10)
+    got = y.copy_to_host()
+    # float64 sums on the device: within one rounding of the float64 reference
+    np.testing.assert_allclose(got, ref.cosine_linear(x, w), rtol=TOL[dtype] / 10, atol=1e-7 if dtype == np.float32 else 1e-15)
+    np.testing.assert_allclose(got, fn.cosine_linear(x, w), rtol=TOL[dtype], atol=TOL[dtype])
+    dy = rng.standard_normal((2, 6, 10)).astype(dtype)
+    dx, dw = fn.cosine_linear_backward(cuda.to_device(dy), cuda.to_device(x), w)  # a host w is copied over
+    cx, cw = fn.cosine_linear_backward(dy, x, w)
+    assert dx.dtype == dtype and tuple(dx.shape) == x.shape and tuple(dw.shape) == w.shape
+    # both compute in float64 and round once: float32 results are equal (or one ulp apart)
+    scale = np.abs(cw).max()
+    np.testing.assert_allclose(dx.copy_to_host(), cx, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw.copy_to_host(), cw, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-15 * scale)
+
+
+def test_cosine_linear_on_device_eps_empty_and_errors():
+    x = np.array([[3.0, 4.0], [0.0, 0.0]])
+    w = np.array([[1.0, 0.0], [0.0, 2.0]])
+    y = fn.cosine_linear(cuda.to_device(x), cuda.to_device(w), eps=1e-3)
+    np.testing.assert_allclose(y.copy_to_host(), [[0.6, 0.8], [0.0, 0.0]], rtol=1e-15)
+    empty = fn.cosine_linear(cuda.to_device(np.empty((0, 2))), cuda.to_device(w))
+    assert tuple(empty.shape) == (0, 2)
+    dx, dw = fn.cosine_linear_backward(cuda.to_device(np.empty((0, 2))), cuda.to_device(np.empty((0, 2))), w)
+    assert tuple(dx.shape) == (0, 2) and np.array_equal(dw.copy_to_host(), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="out_features"):
+        fn.cosine_linear(cuda.to_device(x), cuda.to_device(np.ones((2, 3))))
+    with pytest.raises(TypeError, match="dtype"):
+        fn.cosine_linear(cuda.to_device(x), cuda.to_device(w.astype(np.float32)))

@@ -14,7 +14,7 @@ import numpy as np
 from numba import cuda
 
 from ..ops import batch as B
-from .norm import _device, _out
+from .norm import _device, _out, _standin
 from .._dispatch import on_device
 from ..kernels.cuda import batch as K
 
@@ -28,11 +28,6 @@ def _x(x, name="x"):
     if len(x.shape) < 2:
         raise ValueError(f"{name} must have at least 2 dimensions (N, C, *), got shape {tuple(x.shape)}")
     return x
-
-
-def _standin(x):
-    """A zero-memory host array of x's shape and dtype, for the CPU path's checks."""
-    return np.broadcast_to(np.zeros((), x.dtype), tuple(x.shape))
 
 
 def _host(a):

@@ -3,17 +3,18 @@
 ``fastnorm.functional.local_response_norm`` and its backward come here when their first
 argument is a device array (``fastnorm._dispatch.device_variant``): same arguments, same
 semantics, results as numba device arrays; so do lp_normalize and weight_norm (+ backwards),
-with simple kernels (one thread per normalized slice). Device arrays must be C-contiguous.
-cosine_linear has no CUDA kernel yet: it raises NotImplementedError on device arrays.
+with simple kernels (one thread per normalized slice), and cosine_linear (a tiled
+shared-memory matmul with float64 sums, and block-per-row float64 norms). Device arrays must
+be C-contiguous.
 """
 import math
 
 import numpy as np
 from numba import cuda
 
-from .norm import _device, _out
+from .norm import _device, _out, _standin
 from ..kernels.cuda import local as K
-from ..ops.local import _axis3, _lp_args, _lrn_args, _wn_layout
+from ..ops.local import _axis3, _cos_args, _lp_args, _lrn_args, _wn_layout
 
 _F64 = np.dtype(np.float64)
 
@@ -154,9 +155,77 @@ def weight_norm_backward(dw, v, g, *, axis=0):
     return dv, dg.reshape(*gshape) if gshape else dg.reshape(1)
 
 
+def _cos(x, w, eps):
+    """(x as (m, K) rows, w, row norms of both (float64 device arrays), eps, x's shape)."""
+    x = _device(x, "x")
+    shape = tuple(x.shape)
+    wd = _device(w, "w")
+    _, _, eps = _cos_args(_standin(x), _standin(wd), eps)  # the host checks, on stand-ins
+    n_in = shape[-1]
+    x2 = x.reshape(math.prod(shape[:-1]), n_in)
+    return x2, wd, _row_norms(x2), _row_norms(wd), eps, shape
+
+
+def _row_norms(a):
+    norms = cuda.device_array(a.shape[0], _F64)
+    if a.shape[0]:
+        if a.shape[1]:
+            K.row_norms[a.shape[0], K.ROW_THREADS](a, norms)
+        else:
+            norms = cuda.to_device(np.zeros(a.shape[0]))
+    return norms
+
+
+def _tiles(rows, cols):
+    """Launch shape of the 2-D cosine kernels: x over columns, y over rows, TILE x TILE."""
+    return ((cols + K.TILE - 1) // K.TILE, (rows + K.TILE - 1) // K.TILE), (K.TILE, K.TILE)
+
+
+def _matmul(a, b, ta, tb, m, n):
+    c = cuda.device_array((m, n), _F64)
+    if m and n:
+        K.matmul[_tiles(m, n)](a, b, ta, tb, c)
+    return c
+
+
+def _cosine(x2, w, nx, nw, eps, dtype):
+    """The forward's y (m, O) in ``dtype``."""
+    m, O = x2.shape[0], w.shape[0]
+    z = _matmul(x2, w, False, True, m, O)
+    y = cuda.device_array((m, O), dtype)
+    if m and O:
+        K.cosine_scale[_tiles(m, O)](z, nx, nw, eps, y)
+    return y
+
+
 def cosine_linear(x, w, *, eps=1e-8):
-    raise NotImplementedError("cosine_linear has no CUDA kernel yet: pass host (NumPy) arrays")
+    """``fastnorm.functional.cosine_linear`` on device arrays: x @ w.T as a tiled matmul with
+    float64 sums (the CPU: BLAS in x's dtype), scaled by the float64 inverse row norms."""
+    x2, wd, nx, nw, eps, shape = _cos(x, w, eps)
+    return _cosine(x2, wd, nx, nw, eps, x2.dtype).reshape(shape[:-1] + (wd.shape[0],))
 
 
 def cosine_linear_backward(dy, x, w, *, eps=1e-8):
-    raise NotImplementedError("cosine_linear_backward has no CUDA kernel yet: pass host (NumPy) arrays")
+    """``fastnorm.functional.cosine_linear_backward`` on device arrays: (dx, dw), in float64
+    on the device (the CPU: float64 NumPy matmuls), rounded once to x's dtype."""
+    x2, wd, nx, nw, eps, shape = _cos(x, w, eps)
+    m, Kd, O = x2.shape[0], x2.shape[1], wd.shape[0]
+    dy = _device(dy, "dy", x2.dtype, shape[:-1] + (O,)).reshape(m, O)
+    dx = cuda.device_array((m, Kd), x2.dtype)
+    dw = cuda.device_array((O, Kd), x2.dtype)
+    if m and O and Kd:
+        y = _cosine(x2, wd, nx, nw, eps, _F64)
+        a = cuda.device_array((m, O), _F64)
+        b = cuda.device_array((m, O), _F64)
+        trow = cuda.device_array(m, _F64)
+        tcol = cuda.device_array(O, _F64)
+        K.cosine_dy[(m + K.THREADS - 1) // K.THREADS, K.THREADS](dy, y, nx, nw, eps, a, b, trow)
+        K.column_dots[(O + K.THREADS - 1) // K.THREADS, K.THREADS](dy, y, tcol)
+        gx = _matmul(a, wd, False, False, m, Kd)  # (dy * rw) @ w
+        gw = _matmul(b, x2, True, False, O, Kd)   # (dy * rx)^T @ x
+        K.cosine_grad[_tiles(m, Kd)](gx, x2, nx, trow, eps, dx)
+        K.cosine_grad[_tiles(O, Kd)](gw, wd, nw, tcol, eps, dw)
+    elif m * Kd or O * Kd:
+        dx = cuda.to_device(np.zeros((m, Kd), x2.dtype))
+        dw = cuda.to_device(np.zeros((O, Kd), x2.dtype))
+    return dx.reshape(shape), dw

@@ -42,6 +42,11 @@ def _device(a, name, dtype=None, shape=None):
     return d
 
 
+def _standin(x):
+    """A zero-memory host array of x's shape and dtype, for the CPU path's checks."""
+    return np.broadcast_to(np.zeros((), x.dtype), tuple(x.shape))
+
+
 def _out(out, shape, dtype):
     if out is None:
         return cuda.device_array(shape, dtype)

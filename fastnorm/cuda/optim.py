@@ -19,6 +19,33 @@ _THREADS = 32 if config.ENABLE_CUDASIM else 256
 _MAX_BLOCKS = 2 if config.ENABLE_CUDASIM else 1024
 
 
+# ---------------------------------------------------------------- the optimizer classes' helpers
+
+
+def check_param(p):
+    """A device param of an optimizer class: a C-contiguous float32/float64 device array."""
+    _device(p, "params")
+
+
+def check_grad(grad, p, k):
+    """grads[k] for the device param ``p``: a device array, or a host one (copied over)."""
+    gd = np.dtype(grad.dtype) if hasattr(grad, "dtype") else np.asarray(grad).dtype
+    if tuple(grad.shape if hasattr(grad, "shape") else np.shape(grad)) != tuple(p.shape):
+        raise ValueError(f"grads[{k}] must have its param's shape {tuple(p.shape)}, got "
+                         f"{tuple(np.shape(grad) if not hasattr(grad, 'shape') else grad.shape)}")
+    if gd.newbyteorder("=") != np.dtype(p.dtype):
+        raise TypeError(f"grads[{k}] must have its param's dtype {np.dtype(p.dtype)}, got {gd}")
+    return grad
+
+
+def full_like(p, value):
+    return cuda.to_device(np.full(tuple(p.shape), value, np.dtype(p.dtype)))
+
+
+def to_device(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
 def _state(a, name, param):
     if not on_device(a):
         raise TypeError(f"{name} must be a device array when param is one (it is updated in place)")

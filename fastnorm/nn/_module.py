@@ -7,9 +7,15 @@ a reference to the forward's input, as torch's autograd does: modify that array 
 ``.eval()``, ``.training``; ``.params`` (name -> array, updated in place by optimizers);
 ``state_dict()`` / ``load_state_dict(d)`` with PyTorch's key names, so
 ``{k: t.numpy() for k, t in torch_module.state_dict().items()}`` loads as-is.
+
+CUDA: a layer called with a device array runs the numba.cuda kernels of its functional op and
+returns device arrays (grads too); ``to_device()`` moves its float params and buffers to the
+device (then host input is refused: TypeError, never a silent copy). ``state_dict()`` always
+returns host copies (for saving); ``load_state_dict`` copies values into device arrays in place.
 """
 import numpy as np
 
+from .._dispatch import on_device
 from .._validation import FLOAT_DTYPES
 
 __all__ = ["Module"]
@@ -45,7 +51,29 @@ class Module:
     def eval(self):
         return self.train(False)
 
+    def to_device(self):
+        """Move the float params and buffers to the CUDA device (numba device arrays, copied
+        once; integer counters such as num_batches_tracked stay on the host); returns self.
+        Optimizers must be built after this (they hold the arrays)."""
+        from numba import cuda
+
+        for d in (self.params, self.buffers):
+            for k, a in d.items():
+                if not on_device(a) and a.dtype.kind == "f":
+                    d[k] = cuda.to_device(np.ascontiguousarray(a))
+        return self
+
+    def _holds_device(self):
+        return any(on_device(a) for a in (*self.params.values(), *self.buffers.values()))
+
     def _check_input(self, x):
+        if on_device(x):
+            if np.dtype(x.dtype) != self.dtype:
+                raise TypeError(f"{type(self).__name__} holds {self.dtype} parameters; input has dtype {x.dtype}")
+            return x
+        if self._holds_device():
+            raise TypeError(f"{type(self).__name__} holds device params (to_device()); input must be "
+                            f"a device array, got {type(x).__name__}")
         x = np.asarray(x)
         if x.dtype != self.dtype:
             raise TypeError(f"{type(self).__name__} holds {self.dtype} parameters; input has dtype {x.dtype}")
@@ -57,8 +85,9 @@ class Module:
         return self._cache
 
     def state_dict(self):
-        """Copies of params and buffers under PyTorch's key names."""
-        return {k: np.array(a, copy=True) for k, a in {**self.params, **self.buffers}.items()}
+        """Copies of params and buffers under PyTorch's key names (host copies of device ones)."""
+        return {k: a.copy_to_host() if on_device(a) else np.array(a, copy=True)
+                for k, a in {**self.params, **self.buffers}.items()}
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy values into the existing arrays (optimizers holding them see the change).
@@ -76,12 +105,16 @@ class Module:
         for k, dst in own.items():
             if k not in given:
                 continue
-            src = np.asarray(given[k])
-            if src.shape != dst.shape:
+            src = given[k]
+            src = src.copy_to_host() if on_device(src) else np.asarray(src)
+            if src.shape != tuple(dst.shape):
                 raise ValueError(f"{k}: expected shape {dst.shape}, got {src.shape}")
-            if dst.dtype.kind == "f" and src.dtype.kind not in "fiu":
+            if np.dtype(dst.dtype).kind == "f" and src.dtype.kind not in "fiu":
                 raise TypeError(f"{k}: expected a float array, got dtype {src.dtype}")
             staged[k] = src
         for k, src in staged.items():
-            own[k][...] = src
+            if on_device(own[k]):
+                own[k].copy_to_device(np.ascontiguousarray(src, np.dtype(own[k].dtype)))
+            else:
+                own[k][...] = src
         return self

@@ -2,10 +2,16 @@
 import numpy as np
 
 from ..ops import batch as F
+from .._dispatch import on_device
 from ._module import Module
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d",
            "InstanceNorm3d", "GroupNorm"]
+
+
+def _batched(a):
+    """a as a batch of one (a view)."""
+    return a.reshape((1,) + tuple(a.shape)) if on_device(a) else a[None]
 
 
 class _NormBase(Module):
@@ -39,9 +45,9 @@ class _NormBase(Module):
 
     def _check_dims(self, x):
         x = self._check_input(x)
-        if x.ndim not in self._dims:
+        if len(x.shape) not in self._dims:
             want = " or ".join(f"{d}D" for d in self._dims)
-            raise ValueError(f"{type(self).__name__}: expected {want} input (got {x.ndim}D input)")
+            raise ValueError(f"{type(self).__name__}: expected {want} input (got {len(x.shape)}D input)")
         return x
 
     def _running(self):
@@ -74,7 +80,8 @@ class _BatchNorm(_NormBase):
                              f"has {x.shape[self.axis]} channels on axis {self.axis}")
         momentum, nbt = self.momentum, None
         if self.training and self.track_running_stats:
-            F._check_x(x)
+            if not on_device(x):
+                F._check_x(x)
             nbt = self.buffers["num_batches_tracked"]
             if x.size and x.size // x.shape[self.axis] == 1:
                 raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
@@ -135,8 +142,8 @@ class _InstanceNorm(_NormBase):
 
     def forward(self, x):
         x = self._check_dims(x)
-        unbatched = x.ndim == self._dims[0]
-        xb = x[None] if unbatched else x
+        unbatched = len(x.shape) == self._dims[0]
+        xb = _batched(x) if unbatched else x
         if xb.shape[1] != self.num_features and self.affine:
             raise ValueError(f"{type(self).__name__}({self.num_features}): input of shape {x.shape} "
                              f"has {xb.shape[1]} channels")
@@ -153,8 +160,8 @@ class _InstanceNorm(_NormBase):
     def backward(self, dy):
         xb, unbatched, stats = self._cached()
         w, b = self._affine()
-        dy = np.asarray(dy)
-        dx, dw, db = F.instance_norm_backward(dy[None] if unbatched else dy, xb, w, b,
+        dy = dy if on_device(dy) else np.asarray(dy)
+        dx, dw, db = F.instance_norm_backward(_batched(dy) if unbatched else dy, xb, w, b,
                                               training=True, eps=self.eps, stats=stats)
         self._set_grads(dw, db)
         return dx[0] if unbatched else dx
@@ -202,7 +209,7 @@ class GroupNorm(Module):
 
     def forward(self, x):
         x = self._check_input(x)
-        if x.ndim < 2 or x.shape[1] != self.num_channels:
+        if len(x.shape) < 2 or x.shape[1] != self.num_channels:
             raise ValueError(f"GroupNorm({self.num_groups}, {self.num_channels}) expects input of "
                              f"shape (N, {self.num_channels}, *), got {x.shape}")
         y, mean, invstd = F.group_norm(x, self.num_groups, self.params.get("weight"),

@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from .. import init as _init, random as _random
+from .._dispatch import no_device_kernel, on_device
 from ._module import Module
 
 __all__ = ["Linear"]
@@ -21,7 +22,8 @@ class Linear(Module):
         dweight = dy^T x,   dbias = sum dy      (over every axis but the last)
 
     NumPy's matmul (BLAS) does the products: this layer is plumbing for models built from
-    fastnorm's kernels, not a kernel of its own.
+    fastnorm's kernels, not a kernel of its own, and it has no CUDA path (device inputs or
+    params raise NotImplementedError).
 
     >>> import numpy as np; from fastnorm import nn
     >>> fc = nn.Linear(3, 2, seed=0)
@@ -47,6 +49,8 @@ class Linear(Module):
                                                  -bound, bound, seed=seeds[1])
 
     def forward(self, x):
+        if on_device(x) or self._holds_device():
+            raise no_device_kernel("nn.Linear", "its products run in NumPy's BLAS on the host")
         x = self._check_input(x)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of shape "

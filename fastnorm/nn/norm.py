@@ -21,9 +21,10 @@ class _RowNorm(Module):
 
     def _axis(self, x):
         k = len(self.normalized_shape)
-        if x.ndim < k or x.shape[x.ndim - k:] != self.normalized_shape:
+        ndim = len(x.shape)
+        if ndim < k or tuple(x.shape[ndim - k:]) != self.normalized_shape:
             raise ValueError(f"{type(self).__name__} expects input of shape (*, {', '.join(map(str, self.normalized_shape))}), got {x.shape}")
-        return x.ndim - k
+        return ndim - k
 
 
 class LayerNorm(_RowNorm):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _validation as v
-from .._dispatch import device_variant, kernels, threads_for
+from .._dispatch import device_variant, host_only, kernels, threads_for
 
 __all__ = ["batch_norm", "batch_norm_backward", "instance_norm", "instance_norm_backward",
            "group_norm", "group_norm_backward", "moments", "merge_moments", "Moments",
@@ -221,6 +221,7 @@ def moments(x, axis=None):
     return Moments(count, mean.reshape(kept_shape), m2.reshape(kept_shape))
 
 
+@host_only("functional")
 def merge_moments(a, b):
     """Chan's parallel merge: the moments of the union of the data of ``a`` and ``b``::
 
@@ -713,6 +714,7 @@ def group_norm_backward(dy, x, num_groups, weight=None, bias=None, *, eps=1e-5, 
 # ---------------------------------------------------------------- folding
 
 
+@host_only("functional")
 def fold_batch_norm(weight, bias, bn_state, *, eps=1e-5):
     """Fold an eval-mode BatchNorm into the linear/conv layer before it: returns
     ``(weight', bias')`` such that ``bn(layer(x)) == layer'(x)``::

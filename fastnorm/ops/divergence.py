@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .. import _validation as v
-from .._dispatch import device_variant, kernels, threads_for
+from .._dispatch import device_variant, host_only, kernels, threads_for
 
 __all__ = ["entropy", "kl_div", "cross_entropy", "js_div", "js_distance", "wasserstein_1d"]
 
@@ -152,6 +152,7 @@ def js_div(p, q, *, axis=-1, base=None):
     return _divergence(JS, p, q, axis, base)
 
 
+@device_variant
 def js_distance(p, q, *, axis=-1, base=None):
     """sqrt(js_div(p, q)): ``scipy.spatial.distance.jensenshannon(p, q, base, axis=axis)``.
 
@@ -193,6 +194,7 @@ def _cdf(values, weights, sorter, at):
     return cum[idx] / cum[-1]
 
 
+@host_only("functional")
 def wasserstein_1d(u_values, v_values, u_weights=None, v_weights=None):
     """First Wasserstein (earth mover's) distance between two weighted 1-D samples::
 

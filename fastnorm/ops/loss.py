@@ -7,7 +7,7 @@ count and both CPU backends, and stable for logits in the thousands (log-sum-exp
 import numpy as np
 
 from .. import _validation as v
-from .._dispatch import kernels, threads_for
+from .._dispatch import device_variant, kernels, threads_for
 from .divergence import _rows
 
 __all__ = ["softmax", "log_softmax", "softmax_cross_entropy", "softmax_cross_entropy_backward"]
@@ -39,6 +39,7 @@ def _softmax(x, axis, out, log):
     return out
 
 
+@device_variant
 def softmax(x, *, axis=-1, out=None):
     """exp(x - max) / sum(exp(x - max)) along ``axis``: ``torch.softmax(x, dim=axis)``,
     ``scipy.special.softmax(x, axis)``. The sum is float64; the result has x's dtype.
@@ -53,6 +54,7 @@ def softmax(x, *, axis=-1, out=None):
     return _softmax(x, axis, out, False)
 
 
+@device_variant
 def log_softmax(x, *, axis=-1, out=None):
     """x - max - log(sum(exp(x - max))) along ``axis``: ``torch.log_softmax(x, dim=axis)``,
     ``scipy.special.log_softmax(x, axis)``; finite for logits in the thousands.
@@ -68,6 +70,14 @@ def log_softmax(x, *, axis=-1, out=None):
 
 def _sce_inputs(logits, labels, weight, ignore_index, reduction, label_smoothing):
     """(x2 (m, C) logits rows, labels (m,) int64, w float64 or None, wsum, eps, shape info)."""
+    x, lab, w, wsum, denom, eps, ncls = _sce_checks(logits, labels, weight, ignore_index,
+                                                    reduction, label_smoothing)
+    x2 = _rows(x, 1) if x.ndim > 1 else _rows(x.reshape(1, -1), 1)
+    return x, x2, lab, w, wsum, denom, eps, ncls
+
+
+def _sce_checks(logits, labels, weight, ignore_index, reduction, label_smoothing):
+    """_sce_inputs without the logits' rows (the CUDA path checks a stand-in of the logits)."""
     x = v.float_array(logits, "logits")
     if x.ndim == 0:
         raise ValueError("logits must have at least one dimension (classes), got a 0-d array")
@@ -99,13 +109,12 @@ def _sce_inputs(logits, labels, weight, ignore_index, reduction, label_smoothing
         if w.shape != (ncls,):
             raise ValueError(f"weight must have shape ({ncls},) (one per class), got {w.shape}")
         w = v.contiguous(w.astype(x.dtype).astype(_F64))
-    x2 = _rows(x, 1) if x.ndim > 1 else _rows(x.reshape(1, -1), 1)
     valid = lab != ignore_index
     if w is None:
         wsum, denom = float(ncls), float(np.count_nonzero(valid))
     else:
         wsum, denom = float(np.sum(w)), float(np.sum(w[lab[valid]]))
-    return x, x2, lab, w, wsum, denom, eps, ncls
+    return x, lab, w, wsum, denom, eps, ncls
 
 
 _NO_WEIGHT = np.empty(0, _F64)
@@ -147,6 +156,7 @@ def _dx_layout(x, dx2, out):
     return out
 
 
+@device_variant
 def softmax_cross_entropy(logits, labels, *, weight=None, ignore_index=-100, reduction="mean",
                           label_smoothing=0.0, return_grad=False):
     """Cross-entropy of softmax(logits) against class labels, classes on axis 1:
@@ -188,6 +198,7 @@ def softmax_cross_entropy(logits, labels, *, weight=None, ignore_index=-100, red
     return _reduce(loss, lab_shape, reduction, denom, x.dtype), _dx_layout(x, dx2, None)
 
 
+@device_variant(also=1)
 def softmax_cross_entropy_backward(dloss, logits, labels, *, weight=None, ignore_index=-100,
                                    reduction="mean", label_smoothing=0.0, return_grad=False,
                                    out=None):

@@ -1,6 +1,7 @@
 """Weight penalties, the L1 proximal step and gradient-norm clipping.
 
-Norms are accumulated in float64 in a fixed order (chunks of 2^16 elements, 32 interleaved
+Lists of CUDA device arrays run on the device (fastnorm.cuda.dropout; norms come back as 0-d
+float64 device arrays there). Norms are accumulated in float64 in a fixed order (chunks of 2^16 elements, 32 interleaved
 lanes inside a chunk, chunk partials added in order, arrays in the order given): the same bits
 on both CPU backends and any thread count. In-place updates are elementwise in the arrays'
 own dtype.
@@ -10,7 +11,7 @@ import math
 import numpy as np
 
 from .. import _validation as v
-from .._dispatch import kernels, threads_for
+from .._dispatch import device_variant, kernels, threads_for
 
 __all__ = ["l1_penalty", "l2_penalty", "l1_penalty_grad_", "l2_penalty_grad_", "l1_prox_",
            "grad_norm", "clip_grad_norm_"]
@@ -44,6 +45,7 @@ def _reduce(a, kind, p=1.0):
     return total
 
 
+@device_variant
 def l1_penalty(arrays):
     """``sum_k sum_i |w_ki|`` over every array (one array, a list, or a dict's values), a float
     computed in float64. The L1 term of Obj = Loss + lambda * sum |w| (the seeds' notes);
@@ -56,6 +58,7 @@ def l1_penalty(arrays):
     return _sum(_array_list(arrays, "arrays"), _SUM_ABS)
 
 
+@device_variant
 def l2_penalty(arrays):
     """``sum_k sum_i w_ki^2`` (the squared L2 norm, no 1/2) over every array, float64.
     torch's ``weight_decay=lambda`` is the gradient of ``lambda / 2 * l2_penalty``.
@@ -102,6 +105,7 @@ def _coeff(coeff, name="coeff"):
     return coeff
 
 
+@device_variant(also=1)
 def l1_penalty_grad_(params, grads, coeff=1.0):
     """Adds the gradient of ``coeff * l1_penalty(params)`` to ``grads`` in place:
     ``g += coeff * sign(w)`` (sign(0) = 0, the subgradient torch's ``abs`` backward uses).
@@ -117,6 +121,7 @@ def l1_penalty_grad_(params, grads, coeff=1.0):
     return grads
 
 
+@device_variant(also=1)
 def l2_penalty_grad_(params, grads, coeff=1.0):
     """Adds the gradient of ``coeff * l2_penalty(params)`` to ``grads`` in place:
     ``g += 2 coeff w``. (torch's ``weight_decay=wd`` adds ``wd * w``: coeff = wd / 2.)
@@ -132,6 +137,7 @@ def l2_penalty_grad_(params, grads, coeff=1.0):
     return grads
 
 
+@device_variant
 def l1_prox_(params, threshold):
     """The L1 proximal step (soft thresholding), in place:
     ``w = sign(w) * max(|w| - threshold, 0)``, the prox of ``threshold * |w|`` (after a
@@ -181,6 +187,7 @@ def _array_norm(a, p):
     return _reduce(a, _SUM_POW, p) ** (1.0 / p)
 
 
+@device_variant
 def grad_norm(grads, norm_type=2.0):
     """The total norm ``clip_grad_norm_`` uses: the ``norm_type`` norm of the per-array norms
     (equal to the norm of all elements concatenated), float64.
@@ -198,6 +205,7 @@ def grad_norm(grads, norm_type=2.0):
     return _array_norm(np.array(norms), p)
 
 
+@device_variant
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """Scale ``grads`` in place so that their total norm is at most ``max_norm``; returns the
     total norm before clipping (a float).

@@ -6,6 +6,7 @@ the smaller the better; BIC penalizes parameters more once n >= e^2 (about 8 sam
 import numpy as np
 
 from .. import _validation as v
+from .._dispatch import host_only
 
 __all__ = ["aic", "bic", "select_model"]
 
@@ -37,6 +38,7 @@ def _shape(ll, *others):
                          f"{[ll.shape] + [o.shape for o in others]}") from None
 
 
+@host_only("functional")
 def aic(log_likelihood, k):
     """Akaike information criterion ``2 k - 2 ln L`` of each candidate model.
 
@@ -56,6 +58,7 @@ def aic(log_likelihood, k):
     return res[()] if res.ndim == 0 else res
 
 
+@host_only("functional")
 def bic(log_likelihood, k, n):
     """Bayesian information criterion ``k ln n - 2 ln L`` of each candidate model.
 
@@ -74,6 +77,7 @@ def bic(log_likelihood, k, n):
     return res[()] if res.ndim == 0 else res
 
 
+@host_only("functional")
 def select_model(log_likelihood, k, n=None, *, criterion="aic"):
     """Index of the best candidate (the smallest criterion) and every candidate's score.
 

@@ -8,7 +8,9 @@ Each ``step`` equals torch.optim's step for the same hyper-parameters (see
 ``fastnorm.optim.functional`` for the formulas and how closely the bits agree) and runs all
 the tensors of one dtype in one parallel launch of a fused kernel: the tensors are cut into
 chunks of ``functional.CHUNK`` elements listed in one table, so a model of many small tensors
-still uses every thread. ``state_dict()`` / ``load_state_dict()`` use torch.optim's layout and
+still uses every thread. Params on a CUDA device (numba device arrays, CuPy: C-contiguous)
+run the numba.cuda steps of ``fastnorm.optim.functional``, one launch per tensor, their state
+kept on the device. ``state_dict()`` / ``load_state_dict()`` use torch.optim's layout and
 names, so ``opt.load_state_dict(torch_opt.state_dict())`` continues a torch run, and
 ``torch_opt.load_state_dict(to_torch(opt.state_dict()))`` continues ours.
 """
@@ -20,6 +22,7 @@ import numpy as np
 from . import functional
 from .functional import chunk_table, multi_step, pointer_table
 from .. import _validation as v
+from .._dispatch import device_module, on_device
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "to_torch",
            "functional"]
@@ -84,11 +87,13 @@ class Optimizer:
             raise ValueError(f"unknown hyper-parameter(s) {sorted(unknown)} in a param group")
         seen = {id(p) for p in self._params}
         for j, p in enumerate(params):
-            if type(p) is not np.ndarray:
+            if on_device(p):
+                _device_optim().check_param(p)
+            elif type(p) is not np.ndarray:
                 raise TypeError(f"params must be numpy arrays (updated in place), got {type(p).__name__}")
-            if p.dtype not in v.FLOAT_DTYPES:
+            elif p.dtype not in v.FLOAT_DTYPES:
                 raise TypeError(f"params must be float32 or float64 arrays, got dtype {p.dtype}")
-            if not (p.flags.c_contiguous and p.flags.aligned and p.flags.writeable):
+            elif not (p.flags.c_contiguous and p.flags.aligned and p.flags.writeable):
                 raise ValueError("params must be writeable, aligned, C-contiguous arrays")
             if id(p) in seen:
                 raise ValueError("some parameters appear in more than one parameter group")
@@ -137,7 +142,11 @@ class Optimizer:
         for group in self.param_groups:  # every check before anything is written
             for p in group["params"]:
                 g = grads[k]
-                if g is not None:
+                if g is not None and on_device(p):
+                    work.append((k, p, _device_optim().check_grad(g, p, k), group))
+                elif g is not None:
+                    if on_device(g):
+                        raise TypeError(f"grads[{k}] is a device array but its param is a host array")
                     g = v.float_array(g, f"grads[{k}]")
                     if g.shape != p.shape:
                         raise ValueError(f"grads[{k}] must have its param's shape {p.shape}, got {g.shape}")
@@ -152,6 +161,9 @@ class Optimizer:
             if "step" in state or self._counts_steps:
                 state["step"] = float(state.get("step", 0.0)) + 1.0
             slots, coef = self._tensor(p, group, state, coefs)
+            if on_device(p):
+                self._device_step(p, g, group, state, slots, coef)
+                continue
             b = batches.setdefault(p.dtype, ([], [], []))
             b[0].extend((p, g, *slots))  # holds converted grads through the launch
             b[1].append(coef)
@@ -162,6 +174,11 @@ class Optimizer:
                        np.array(rows, np.float64), sum(sizes))
 
     _counts_steps = True
+
+    def _device_step(self, p, g, group, state, slots, coef):
+        """One tensor's step on the device: the ``fastnorm.optim.functional`` step (which
+        routes device arrays to fastnorm.cuda.optim)."""
+        raise NotImplementedError(f"fastnorm.optim.{type(self).__name__}: no CUDA step")
 
     # ------------------------------------------------------------ state_dict
 
@@ -209,10 +226,10 @@ class Optimizer:
                     loaded[name] = None
                 else:
                     a = np.array(_numpy(val), dtype=p.dtype, order="C", copy=True)
-                    if a.shape != p.shape:
+                    if a.shape != tuple(p.shape):
                         raise ValueError(f"state {name!r} of parameter {key} has shape {a.shape}, "
                                          f"its parameter {p.shape}")
-                    loaded[name] = a
+                    loaded[name] = _device_optim().to_device(a) if on_device(p) else a
             new_state[positions[id(p)]] = loaded
         new_groups = []
         for saved, group in zip(groups, self.param_groups):
@@ -236,7 +253,10 @@ class Optimizer:
 
 
 def _numpy(val):
-    """A torch tensor (or anything array-like) as NumPy."""
+    """A torch tensor, a device array (copied back: loading a state_dict) or anything
+    array-like as NumPy."""
+    if on_device(val) and hasattr(val, "copy_to_host"):
+        return val.copy_to_host()
     if hasattr(val, "detach"):
         val = val.detach().cpu().numpy()
     return val
@@ -248,10 +268,21 @@ def _plain(val):
     return val
 
 
+def _device_optim():
+    return device_module(__name__)
+
+
+def _full(p, value):
+    """A new state array like ``p`` (on p's device when p is a device array)."""
+    if on_device(p):
+        return _device_optim().full_like(p, value)
+    return np.full_like(p, value)
+
+
 def _zeros(state, name, p):
     a = state.get(name)
     if a is None:
-        a = state[name] = np.zeros_like(p)
+        a = state[name] = _full(p, 0)
     return a
 
 
@@ -281,13 +312,18 @@ class SGD(Optimizer):
         if g["momentum"] != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = np.empty_like(p)
+                buf = state["momentum_buffer"] = _full(p, 0) if on_device(p) else np.empty_like(p)
                 first = True
         key = (id(g), first)
         if key not in coefs:
             coefs[key] = functional.sgd_coef(g["lr"], g["momentum"], g["dampening"],
                                              g["weight_decay"], g["nesterov"], g["maximize"], first)
         return (buf,), coefs[key]
+
+    def _device_step(self, p, grad, g, state, slots, coef):
+        functional.sgd_(p, grad, slots[0], lr=g["lr"], momentum=g["momentum"],
+                        dampening=g["dampening"], weight_decay=g["weight_decay"],
+                        nesterov=g["nesterov"], maximize=g["maximize"], first_step=coef[6])
 
 
 class Adagrad(Optimizer):
@@ -311,16 +347,20 @@ class Adagrad(Optimizer):
 
     def _init_state(self, p, group, state):
         state["step"] = 0.0
-        state["sum"] = np.full_like(p, group["initial_accumulator_value"])
+        state["sum"] = _full(p, group["initial_accumulator_value"])
 
     def _tensor(self, p, g, state, coefs):
         if "sum" not in state:
-            state["sum"] = np.full_like(p, g["initial_accumulator_value"])
+            state["sum"] = _full(p, g["initial_accumulator_value"])
         key = (id(g), state["step"])
         if key not in coefs:
             coefs[key] = functional.adagrad_coef(g["lr"], g["lr_decay"], g["weight_decay"],
                                                  g["eps"], g["maximize"], state["step"])
         return (state["sum"],), coefs[key]
+
+    def _device_step(self, p, grad, g, state, slots, coef):
+        functional.adagrad_(p, grad, slots[0], state["step"], lr=g["lr"], lr_decay=g["lr_decay"],
+                            weight_decay=g["weight_decay"], eps=g["eps"], maximize=g["maximize"])
 
 
 class Adadelta(Optimizer):
@@ -345,6 +385,10 @@ class Adadelta(Optimizer):
             coefs[key] = functional.adadelta_coef(g["lr"], g["rho"], g["eps"], g["weight_decay"],
                                                   g["maximize"])
         return (_zeros(state, "square_avg", p), _zeros(state, "acc_delta", p)), coefs[key]
+
+    def _device_step(self, p, grad, g, state, slots, coef):
+        functional.adadelta_(p, grad, *slots, lr=g["lr"], rho=g["rho"], eps=g["eps"],
+                             weight_decay=g["weight_decay"], maximize=g["maximize"])
 
 
 class RMSprop(Optimizer):
@@ -374,6 +418,13 @@ class RMSprop(Optimizer):
             coefs[key] = functional.rmsprop_coef(g["lr"], g["alpha"], g["eps"], g["weight_decay"],
                                                  g["momentum"], g["centered"], g["maximize"])
         return (sq, ga, buf), coefs[key]
+
+    def _device_step(self, p, grad, g, state, slots, coef):
+        sq, ga, buf = slots
+        functional.rmsprop_(p, grad, sq, lr=g["lr"], alpha=g["alpha"], eps=g["eps"],
+                            weight_decay=g["weight_decay"], momentum=g["momentum"],
+                            centered=g["centered"], maximize=g["maximize"], grad_avg=ga,
+                            momentum_buffer=buf)
 
 
 class Adam(Optimizer):
@@ -420,6 +471,14 @@ class Adam(Optimizer):
                 g["lr"], b1, b2, g["eps"], g["weight_decay"], g["decoupled_weight_decay"],
                 g["amsgrad"], g["maximize"], state["step"])
         return (m, s, vmax), coefs[key]
+
+    def _device_step(self, p, grad, g, state, slots, coef):
+        m, s, vmax = slots
+        b1, b2 = g["betas"]
+        functional.adam_(p, grad, m, s, state["step"], lr=g["lr"], beta1=b1, beta2=b2,
+                         eps=g["eps"], weight_decay=g["weight_decay"],
+                         decoupled=g["decoupled_weight_decay"], max_exp_avg_sq=vmax,
+                         maximize=g["maximize"])
 
 
 class AdamW(Adam):

@@ -8,9 +8,13 @@ Every load is converted to float64 before any arithmetic (the simulator follows 
 """
 import math
 
-from numba import cuda, float64
+from numba import config, cuda, float64
+
+from .norm import THREADS as ROW_THREADS, _block_sum
 
 THREADS = 128
+#: side of the square tiles of the cosine matmuls (TILE x TILE threads per block)
+TILE = 8 if config.ENABLE_CUDASIM else 16
 
 
 @cuda.jit(device=True)
@@ -236,3 +240,109 @@ def wn_backward(dw, v, g, dv, dg):
     for o in range(outer):
         for i in range(inner):
             dv[o, c, i] = float64(dw[o, c, i]) * f - float64(v[o, c, i]) * h
+
+
+# ---------------------------------------------------------------- cosine normalization
+# The products are a tiled shared-memory matmul accumulating in float64 in k order; the row
+# norms are float64 sums on norm.py's block tree. Every division by a norm is by
+# max(norm, eps), as on the CPU.
+
+
+@cuda.jit
+def row_norms(a, norms):
+    """One block per row: norms[r] = sqrt(sum_k a[r, k]^2), float64."""
+    buf = cuda.shared.array(ROW_THREADS, float64)
+    r = cuda.blockIdx.x
+    t = cuda.threadIdx.x
+    s = 0.0
+    for k in range(t, a.shape[1], ROW_THREADS):
+        v = float64(a[r, k])
+        s += v * v
+    total = _block_sum(buf, t, s)
+    if t == 0:
+        norms[r] = math.sqrt(total)
+
+
+@cuda.jit(device=True)
+def _inv(nrm, eps):
+    return 1.0 / (eps if nrm < eps else nrm)
+
+
+@cuda.jit
+def matmul(a, b, ta, tb, c):
+    """c[i, j] = sum_k A[i, k] B[k, j], A = a (a.T when ``ta``), B = b (b.T when ``tb``):
+    TILE x TILE blocks over c, k walked in shared-memory tiles, float64 sums in k order."""
+    As = cuda.shared.array((TILE, TILE), float64)
+    Bs = cuda.shared.array((TILE, TILE), float64)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    i = cuda.blockIdx.y * TILE + ty
+    j = cuda.blockIdx.x * TILE + tx
+    m, n = c.shape
+    K = a.shape[0] if ta else a.shape[1]
+    s = 0.0
+    for k0 in range(0, K, TILE):
+        ka = k0 + tx  # A[i, ka] into As[ty, tx]
+        if i < m and ka < K:
+            As[ty, tx] = float64(a[ka, i]) if ta else float64(a[i, ka])
+        else:
+            As[ty, tx] = 0.0
+        kb = k0 + ty  # B[kb, j] into Bs[ty, tx]
+        if j < n and kb < K:
+            Bs[ty, tx] = float64(b[j, kb]) if tb else float64(b[kb, j])
+        else:
+            Bs[ty, tx] = 0.0
+        cuda.syncthreads()
+        for k in range(TILE):
+            s += As[ty, k] * Bs[k, tx]
+        cuda.syncthreads()
+    if i < m and j < n:
+        c[i, j] = s
+
+
+@cuda.jit
+def cosine_scale(z, nx, nw, eps, y):
+    """y[i, o] = z[i, o] * (1 / max(nx[i], eps) * 1 / max(nw[o], eps)) (the CPU's scale_outer)."""
+    o, i = cuda.grid(2)
+    if i < z.shape[0] and o < z.shape[1]:
+        y[i, o] = z[i, o] * (_inv(nx[i], eps) * _inv(nw[o], eps))
+
+
+@cuda.jit
+def cosine_dy(dy, y, nx, nw, eps, a, b, trow):
+    """One thread per row i: a = dy * rw, b = dy * rx (float64), trow[i] = sum_o dy * y."""
+    i = cuda.grid(1)
+    if i >= dy.shape[0]:
+        return
+    rx = _inv(nx[i], eps)
+    t = 0.0
+    for o in range(dy.shape[1]):
+        d = float64(dy[i, o])
+        a[i, o] = d * _inv(nw[o], eps)
+        b[i, o] = d * rx
+        t += d * y[i, o]
+    trow[i] = t
+
+
+@cuda.jit
+def column_dots(dy, y, tcol):
+    """One thread per column o: tcol[o] = sum_i dy[i, o] * y[i, o], rows in order."""
+    o = cuda.grid(1)
+    if o >= dy.shape[1]:
+        return
+    t = 0.0
+    for i in range(dy.shape[0]):
+        t += float64(dy[i, o]) * y[i, o]
+    tcol[o] = t
+
+
+@cuda.jit
+def cosine_grad(g, a, norms, t, eps, out):
+    """out[r, k] = r_r * g[r, k] - a[r, k] * [norm_r >= eps, > 0] r_r^2 t[r], r_r = 1/max(norm_r, eps):
+    dx (rows of x) or dw (rows of w) of cosine_linear."""
+    k, r = cuda.grid(2)
+    if r < g.shape[0] and k < g.shape[1]:
+        nrm = norms[r]
+        inv = _inv(nrm, eps)
+        coef = inv * inv if (nrm >= eps and nrm > 0.0) else 0.0
+        out[r, k] = inv * g[r, k] - float64(a[r, k]) * (coef * t[r])

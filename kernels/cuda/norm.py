@@ -23,19 +23,37 @@ THREADS = 32 if config.ENABLE_CUDASIM else 256
 
 
 @cuda.jit(device=True)
-def _block_sum(buf, t, v):
-    """Sum of ``v`` over the block's threads, the same tree every time; all threads get it."""
+def _block_reduce(buf, t, v, take_max):
+    """Sum (max when ``take_max``) of ``v`` over the block's threads, the same tree every
+    time; all threads get it."""
     buf[t] = v
     cuda.syncthreads()
     step = THREADS // 2
     while step > 0:
         if t < step:
-            buf[t] += buf[t + step]
+            if take_max:
+                o = buf[t + step]
+                if o > buf[t]:
+                    buf[t] = o
+            else:
+                buf[t] += buf[t + step]
         cuda.syncthreads()
         step //= 2
     total = buf[0]
     cuda.syncthreads()
     return total
+
+
+@cuda.jit(device=True)
+def _block_sum(buf, t, v):
+    """Sum of ``v`` over the block's threads, the same tree every time; all threads get it."""
+    return _block_reduce(buf, t, v, False)
+
+
+@cuda.jit(device=True)
+def _block_max(buf, t, v):
+    """Max of ``v`` over the block's threads (no ``v`` may be NaN); all threads get it."""
+    return _block_reduce(buf, t, v, True)
 
 
 @cuda.jit
