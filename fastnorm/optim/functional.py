@@ -16,7 +16,7 @@ import importlib
 import numpy as np
 
 from .. import _validation as v
-from .._dispatch import kernels, on_device, threads_for
+from .._dispatch import _import_cython, kernels, on_device, threads_for
 
 __all__ = ["sgd_", "adagrad_", "adadelta_", "rmsprop_", "adam_"]
 
@@ -95,7 +95,7 @@ def address(a):
 
 
 try:
-    from ..kernels.cython.optim import addresses as _cython_addresses
+    _cython_addresses = _import_cython("optim").addresses
 except ImportError:  # the cython extensions are not built
     _cython_addresses = None
 
