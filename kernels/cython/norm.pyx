@@ -81,9 +81,10 @@ cdef void _forward(const floating* x, const floating* w, const floating* b, floa
         for r in range(m):
             _forward_row(x + r * n, w, b, y + r * n, n, center, has_w, has_b, eps, mean + r, rstd + r)
     else:
-        # dynamic: rows are independent (any schedule gives the same bits), and a thread
-        # slowed by another process on its core no longer holds the whole call back
-        for r in prange(m, num_threads=nthreads, schedule="dynamic", chunksize=8):
+        # guided: rows are independent (any schedule gives the same bits); a thread slowed
+        # by another process on its core no longer holds the whole call back, and each thread
+        # still streams long contiguous runs of rows (dynamic 8-row chunks interleaved them)
+        for r in prange(m, num_threads=nthreads, schedule="guided", chunksize=16):
             _forward_row(x + r * n, w, b, y + r * n, n, center, has_w, has_b, eps, mean + r, rstd + r)
 
 
