@@ -15,17 +15,31 @@ Safety when embedded (many Python threads, ``fork``):
 - Cython/OpenMP: GNU libgomp hangs in a forked child whose parent ran a parallel region. Such a
   child runs the Cython kernels single-threaded (``threads_for``; same results: the arithmetic
   does not depend on the thread count).
+
+Beside other thread pools (PyTorch, ONNX Runtime, other processes): libgomp's default
+idle threads spin for ~300000 iterations (several ms, ~0.4 of a core after every call here)
+before they sleep, and a parallel region on cores that another pool or process keeps busy
+waits for its slowest thread. On a loaded 2-core machine a 2-thread LayerNorm of 1024x1024
+then took 4.6 ms (median) with libgomp's default and 0.8 ms passive. So fastnorm loads
+libgomp with ``OMP_WAIT_POLICY=passive`` (idle threads sleep at once; a launch then costs a
+futex wake-up, hence ``PARALLEL_MIN_WORK``), unless the user set ``OMP_WAIT_POLICY`` or
+``GOMP_SPINCOUNT``; the variable is removed again after the load, so runtimes loaded later
+read the user's environment. PyTorch's wheel ships its libgomp under the same soname
+(libgomp.so.1): the process then has one GNU OpenMP runtime, configured by whichever of the
+two loads first (torch first: its settings, spinning included, apply to us too).
 """
+import contextlib
 import importlib
 import os
+import sys
 import threading
 
 import numpy as np
 
 BACKENDS = ("cython", "numba")
 # Below this many elements a call runs single-threaded: a thread-pool launch costs more
-# (an OpenMP launch costs microseconds; numba's workqueue launch ~100 us).
-PARALLEL_MIN_WORK = 1 << 16
+# (waking a passive OpenMP thread costs ~10-50 us; numba's workqueue launch ~100 us).
+PARALLEL_MIN_WORK = 1 << 18
 NUMBA_PARALLEL_MIN_WORK = 1 << 19
 
 #: kernel group -> backend -> the module holding its loops (kernels/ installs as fastnorm.kernels).
@@ -77,9 +91,33 @@ def _default_threads():
         return max(1, os.cpu_count() or 1)
 
 
+@contextlib.contextmanager
+def _passive_openmp():
+    """OMP_WAIT_POLICY=passive while libgomp initializes (it reads its environment once, at
+    load), unless the user chose a wait policy or spin count (see the module docstring)."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        yield
+        return
+    os.environ["OMP_WAIT_POLICY"] = "passive"
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+
+
+def _import_cython(group):
+    """The cython backend's extension module of ``group`` (loading libgomp passive)."""
+    name = CPU_KERNELS[group]["cython"]
+    module = sys.modules.get(name)
+    if module is None:
+        with _passive_openmp():
+            module = importlib.import_module(name)
+    return module
+
+
 def _cython_available():
     try:
-        importlib.import_module(CPU_KERNELS["norm"]["cython"])
+        _import_cython("norm")
         return True
     except ImportError:
         return False
@@ -186,11 +224,10 @@ def kernels(group):
 
 
 def _load(group, backend):
-    module = importlib.import_module(CPU_KERNELS[group][backend])
     if backend == "numba":
         _configure_numba()
-        return _NumbaKernels(module)
-    return module
+        return _NumbaKernels(importlib.import_module(CPU_KERNELS[group]["numba"]))
+    return _import_cython(group)
 
 
 _ndarray = np.ndarray

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastnorm
-from fastnorm import bench
+from fastnorm.bench import core as bench
 
 import reference as ref
 
@@ -35,14 +35,49 @@ def quick_run(tmp_path_factory):
 def test_quick_run_prints_the_table(quick_run):
     proc, _ = quick_run
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    lines = [line for line in proc.stdout.splitlines() if not line.startswith("plot saved")]
     assert lines[0].startswith("threads ") and "copy bandwidth" in lines[0]
-    assert lines[1].split() == ["op", "shape", "dtype", "backend", "time", "GB/s", "%", "copy",
-                                "vs", "numpy", "vs", "torch", "vs", "ort"]
-    body = [line.split()[0] for line in lines[3:]]
+    assert lines[1].split() == ["op", "shape", "dtype", "backend", "time", "median", "spread",
+                                "GB/s", "%", "copy", "vs", "numpy", "vs", "torch", "vs", "ort"]
+    assert lines[-1].startswith(("copy bandwidth at the end", "WARNING: copy bandwidth"))
+    body = [line.split()[0] for line in lines[3:-1]]
     for op in OPS:
         assert op.name in body
+    for line in lines[3:-1]:  # time, median and spread of every row
+        cells = line.split()
+        t, median = (float(cells[k]) * bench_unit(cells[k + 1]) for k in (4, 6))
+        assert 0 < t <= median and cells[8].endswith("%") and float(cells[8][:-1]) >= 0
     assert "done" in proc.stderr  # the progress bar finished
+
+
+def bench_unit(unit):
+    return {"s": 1.0, "ms": 1e-3, "us": 1e-6}[unit]
+
+
+def test_result_gives_min_median_and_spread():
+    r = bench.Result("op", (2, 3), "float32", "cython", (3.0, 2.0, 2.5, 4.0), nbytes=8)
+    assert r.seconds == 2.0 and r.median == 2.75 and r.spread == 1.0 and r.gbps == 4e-9
+
+
+@pytest.mark.parametrize("end, moved", [(10.0, False), (8.1, False), (12.1, True), (7.9, True)])
+def test_a_run_whose_copy_bandwidth_moved_is_flagged(end, moved):
+    report = bench.Report(["cython"], 2, {"np.copyto": 10.0, "numba x2": 9.0})
+    assert report.copy_drift is None and not report.copy_moved
+    assert bench.copy_drift_line(report) is None
+    report.copy_gbps_end = {"np.copyto": end, "numba x2": 1.0}
+    assert report.copy_drift == pytest.approx(end / 10.0 - 1)
+    assert report.copy_moved is moved
+    line = bench.copy_drift_line(report)
+    assert line.startswith("WARNING") is moved and f"{end:.1f} GB/s" in line
+    assert bench.format_table(report).splitlines()[-1] == line
+
+
+def test_measure_samples_gives_each_samples_time_per_call():
+    calls = []
+    samples = bench.measure_samples(lambda: calls.append(1), budget=0.0, min_repeat=4,
+                                    min_sample=1e-4)
+    assert len(samples) >= 4 and all(0 < t < 1e-3 for t in samples)
+    assert bench.measure(lambda: None, budget=0.0, min_repeat=2, min_sample=1e-4) < 1e-3
 
 
 @pytest.mark.skipif(not HAVE_MATPLOTLIB, reason="matplotlib is not installed")

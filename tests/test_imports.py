@@ -33,3 +33,30 @@ def test_cython_backend_imports_no_numba():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "", f"imported by the Cython path: {proc.stdout.strip()}"
+
+
+WAIT_CODE = """
+import os
+import fastnorm
+fastnorm.get_backend()  # loads the cython extensions, and with them libgomp
+print(os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+@pytest.mark.skipif(not _dispatch._cython_available(), reason="the Cython extensions are not built")
+@pytest.mark.parametrize("user_policy, shown", [
+    (None, "GOMP_SPINCOUNT = '0'"),  # passive; libgomp's own default would spin 300000 times
+    ("active", "OMP_WAIT_POLICY = 'ACTIVE'"),
+])
+def test_openmp_runtime_is_loaded_passive_unless_the_user_chose(user_policy, shown):
+    """libgomp prints its settings at load with OMP_DISPLAY_ENV; fastnorm sets the wait policy
+    only while loading it, and leaves a user's choice and the process environment alone."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(FASTNORM_BACKEND="cython", OMP_DISPLAY_ENV="verbose")
+    if user_policy:
+        env["OMP_WAIT_POLICY"] = user_policy
+    proc = subprocess.run([sys.executable, "-c", WAIT_CODE], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert shown in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(user_policy)

@@ -19,7 +19,7 @@ PARAM_NAMES = {"layer_norm": ("weight", "bias"), "rms_norm": ("weight",)}
 # present/absent parameter combinations, incl. bias without weight
 COMBOS = [("layer_norm", c) for c in ("wb", "w", "b", "")] + [("rms_norm", c) for c in ("w", "")]
 AXES = (-1, -2, 1)
-BIG = (300, 257)      # 77100 elements > PARALLEL_MIN_WORK; 300 rows > 256 row chunks; n % 8 != 0
+BIG = (1100, 257)     # 282700 elements > PARALLEL_MIN_WORK; 1100 rows > 256 row chunks; n % 8 != 0
 assert BIG[0] * BIG[1] > _dispatch.PARALLEL_MIN_WORK
 HUGE = (300, 2050)    # above numba's (higher) threshold too; n % 32 != 0
 assert HUGE[0] * HUGE[1] > _dispatch.NUMBA_PARALLEL_MIN_WORK

@@ -12,9 +12,11 @@ of its own (say ``fastnorm.batch_norm``'s, registered at its import) is listed i
 uses them, so the registry works with NumPy alone.
 
 The runner (``run``) first measures the machine's copy bandwidth, then times every case with
-each requested fastnorm backend and each installed baseline (``measure``: warm-up, then the
-minimum over timeit-style samples), then the cold start of a fresh interpreter, and prints a
-table (``format_table``) and optionally a bar chart (``plot``).
+each requested fastnorm backend and each installed baseline (``measure_samples``: warm-up,
+then timeit-style samples; the table gives their minimum, median and spread), then the cold
+start of a fresh interpreter, then the copy bandwidth again: a run during which it moved by
+more than ``COPY_DRIFT_LIMIT`` is flagged (the machine's load changed, so its timings do not
+compare). It prints a table (``format_table``) and optionally a bar chart (``plot``).
 """
 import gc
 import importlib
@@ -169,7 +171,12 @@ def _clock(call, number):
 
 
 def measure(call, budget=0.25, min_repeat=3, min_sample=5e-3):
-    """Seconds per call of ``call()``: the minimum over timeit-style samples.
+    """Seconds per call of ``call()``: the minimum of ``measure_samples``."""
+    return min(measure_samples(call, budget, min_repeat, min_sample))
+
+
+def measure_samples(call, budget=0.25, min_repeat=3, min_sample=5e-3):
+    """Seconds per call of ``call()`` in each of several timeit-style samples.
 
     One untimed warm-up call (JIT compilation, first-touch page faults, caches); then each
     sample runs ``call`` ``number`` times, ``number`` grown until a sample lasts at least
@@ -191,7 +198,7 @@ def measure(call, budget=0.25, min_repeat=3, min_sample=5e-3):
         samples = [sample]
         while len(samples) < min_repeat or time.perf_counter() < deadline:
             samples.append(_clock(call, number))
-        return min(samples) / number
+        return [t / number for t in samples]
     finally:
         if gc_enabled:
             gc.enable()
@@ -466,11 +473,16 @@ def cold_start(impl, budget, backend=None, model_path=None):
     ``measure``'s warm-up run fills the OS file cache and numba's disk cache). ``backend`` sets
     $FASTNORM_BACKEND; ``model_path`` is the .onnx file the onnxruntime program loads
     (``onnx_model``'s LayerNormalization: an application would ship it, not build it)."""
+    return min(cold_start_samples(impl, budget, backend, model_path))
+
+
+def cold_start_samples(impl, budget, backend=None, model_path=None):
+    """``cold_start``'s samples (seconds each), as ``measure_samples`` gives them."""
     env = {k: v for k, v in os.environ.items() if k != "FASTNORM_BACKEND"}
     if backend:
         env["FASTNORM_BACKEND"] = backend
     argv = [model_path] if impl == "onnxruntime" else []
-    return measure(partial(_run_python, COLD_START[impl], env, *argv), budget, min_repeat=2)
+    return measure_samples(partial(_run_python, COLD_START[impl], env, *argv), budget, min_repeat=2)
 
 
 # ---------------------------------------------------------------- running
@@ -478,33 +490,68 @@ def cold_start(impl, budget, backend=None, model_path=None):
 
 @dataclass(frozen=True)
 class Result:
-    """One timing: ``impl`` is a fastnorm backend name or a baseline name; ``nbytes`` is None
-    where bandwidth means nothing (cold start)."""
+    """One timing: ``impl`` is a fastnorm backend name or a baseline name; ``samples`` the
+    seconds per call of each sample (``seconds`` is their minimum); ``nbytes`` is None where
+    bandwidth means nothing (cold start)."""
 
     op: str
     shape: tuple
     dtype: str
     impl: str
-    seconds: float
+    samples: tuple
     nbytes: int | None = None
+
+    @property
+    def seconds(self):
+        return min(self.samples)
+
+    @property
+    def median(self):
+        return float(np.median(self.samples))
+
+    @property
+    def spread(self):
+        """(max - min) / min of the samples: 0.1 when the slowest was 10% above the fastest."""
+        return max(self.samples) / self.seconds - 1
 
     @property
     def gbps(self):
         return None if self.nbytes is None else self.nbytes / self.seconds / 1e9
 
 
+#: a run whose copy bandwidth at its end differs from that at its start by more than this
+#: fraction is flagged: the machine's load changed during it
+COPY_DRIFT_LIMIT = 0.2
+
+
 @dataclass
 class Report:
-    """Everything one run measured."""
+    """Everything one run measured: the copy bandwidth at its start (``copy_gbps``, the
+    yardstick of "% copy") and at its end (``copy_gbps_end``; None until measured)."""
 
     backends: list
     threads: int
     copy_gbps: dict
     results: list = field(default_factory=list)
+    copy_gbps_end: dict | None = None
 
     @property
     def copy_best(self):
         return max(self.copy_gbps.values())
+
+    @property
+    def copy_drift(self):
+        """Relative change of the best copy bandwidth from the run's start to its end (None
+        before the end was measured)."""
+        if not self.copy_gbps_end:
+            return None
+        return max(self.copy_gbps_end.values()) / self.copy_best - 1
+
+    @property
+    def copy_moved(self):
+        """True when the copy bandwidth moved by more than ``COPY_DRIFT_LIMIT`` during the run."""
+        drift = self.copy_drift
+        return drift is not None and abs(drift) > COPY_DRIFT_LIMIT
 
 
 class Progress:
@@ -558,12 +605,13 @@ def run(backends=_dispatch.BACKENDS, threads=None, names=None, quick=False, cold
             for case in cases(names, quick, all_shapes)]
     cold_runs = ([("fastnorm", b) for b in backends] +
                  [(i, None) for i in COLD_START if i != "fastnorm" and i in baselines]) if cold else []
-    bar = Progress(1 + sum(len(impls) for _, impls in plan) + len(cold_runs), progress)
+    bar = Progress(2 + sum(len(impls) for _, impls in plan) + len(cold_runs), progress)
     saved = fastnorm.get_backend(), fastnorm.get_num_threads()
     try:
         fastnorm.set_num_threads(threads)
+        copy_bytes = (16 if quick else 128) << 20
         bar.task("copy bandwidth")
-        report = Report(backends, threads, copy_bandwidth((16 if quick else 128) << 20, threads))
+        report = Report(backends, threads, copy_bandwidth(copy_bytes, threads))
         for case, impls in plan:
             inputs = case.inputs()
             nbytes = case.op.nbytes(inputs)
@@ -575,10 +623,12 @@ def run(backends=_dispatch.BACKENDS, threads=None, names=None, quick=False, cold
                 else:
                     call = case.op.baselines[impl](inputs, threads)
                 report.results.append(Result(case.op.name, case.shape, np.dtype(case.dtype).name,
-                                             impl, measure(call, **timing), nbytes))
+                                             impl, tuple(measure_samples(call, **timing)), nbytes))
             inputs = call = None  # free this case's arrays before the next case builds its own
         if cold_runs:
             report.results.extend(_cold_results(cold_runs, bar))
+        bar.task("copy bandwidth again")
+        report.copy_gbps_end = copy_bandwidth(copy_bytes, threads)
     finally:
         fastnorm.set_backend(saved[0])
         fastnorm.set_num_threads(saved[1])
@@ -599,7 +649,7 @@ def _cold_results(runs, bar):
         for impl, backend in runs:
             bar.task(f"cold start {backend or impl}")
             results.append(Result(COLD_START_OP, COLD_START_SHAPE, "float32", backend or impl,
-                                  cold_start(impl, 1.0, backend, model_path)))
+                                  tuple(cold_start_samples(impl, 1.0, backend, model_path))))
     return results
 
 
@@ -623,12 +673,14 @@ SHORT_NAMES = {"onnxruntime": "ort"}  # baseline names in column headers
 def table_rows(report):
     """The table as rows of strings, header first: one row per fastnorm backend and case.
 
-    ``vs X`` is X's time over fastnorm's (above 1: fastnorm is faster); "-" where X did not run.
+    ``time`` is the minimum over the samples, ``median`` their median, ``spread`` (max - min)
+    / min; GB/s and "% copy" are from the minimum. ``vs X`` is X's time over fastnorm's (minima;
+    above 1: fastnorm is faster); "-" where X did not run.
     """
     by_case = {}
     for r in report.results:
         by_case.setdefault((r.op, r.shape, r.dtype), {})[r.impl] = r
-    rows = [["op", "shape", "dtype", "backend", "time", "GB/s", "% copy",
+    rows = [["op", "shape", "dtype", "backend", "time", "median", "spread", "GB/s", "% copy",
              *(f"vs {SHORT_NAMES.get(b, b)}" for b in BASELINES)]]
     for (op, shape, dtype), impls in by_case.items():
         for backend in report.backends:
@@ -638,6 +690,7 @@ def table_rows(report):
             gbps = ours.gbps
             rows.append([
                 op, format_shape(shape), dtype, backend, format_seconds(ours.seconds),
+                format_seconds(ours.median), f"{100 * ours.spread:.0f}%",
                 "-" if gbps is None else f"{gbps:.1f}",
                 "-" if gbps is None else f"{100 * gbps / report.copy_best:.0f}%",
                 *(f"{impls[b].seconds / ours.seconds:.2f}x" if b in impls else "-"
@@ -645,8 +698,23 @@ def table_rows(report):
     return rows
 
 
+def copy_drift_line(report):
+    """A line on the copy bandwidth at the run's end; it starts with "WARNING" when the
+    bandwidth moved by more than ``COPY_DRIFT_LIMIT`` (None when the end was not measured)."""
+    if report.copy_drift is None:
+        return None
+    end = max(report.copy_gbps_end.values())
+    line = (f"copy bandwidth at the end {end:.1f} GB/s ({100 * report.copy_drift:+.0f}% from "
+            f"the start)")
+    if report.copy_moved:
+        return (f"WARNING: {line}: more than {100 * COPY_DRIFT_LIMIT:.0f}%; the machine's load "
+                "changed during the run, so its timings do not compare; run it again")
+    return line
+
+
 def format_table(report):
-    """The report as text: a summary line, then the aligned table."""
+    """The report as text: a summary line, the aligned table, and the copy bandwidth at the
+    end (a WARNING line when it moved too much during the run)."""
     copy = ", ".join(f"{k} {v:.1f}" for k, v in report.copy_gbps.items())
     lines = [f"threads {report.threads}; copy bandwidth {report.copy_best:.1f} GB/s "
              f"(read + write; {copy})"]
@@ -657,6 +725,9 @@ def format_table(report):
                                for i, (c, w) in enumerate(zip(row, widths))))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
+    drift = copy_drift_line(report)
+    if drift:
+        lines.append(drift)
     return "\n".join(lines)
 
 
@@ -714,12 +785,14 @@ DESCRIPTION = """\
 Time fastnorm's ops against NumPy, PyTorch and ONNX Runtime (those installed).
 
 Measures the copy bandwidth first (the better of np.copyto and a multi-threaded numba copy,
-GB/s counting bytes read and written), then each op on its default shapes: the minimum time
-per call over several samples after a warm-up, with preallocated outputs; GB/s from the bytes
-the op must move; "% copy" that as a fraction of the copy bandwidth; "vs X" is X's time over
-fastnorm's (above 1: fastnorm is faster). Last, the cold start: a fresh interpreter importing
-and running one layer_norm of shape 1x768, per backend (FASTNORM_BACKEND), vs NumPy, torch
-and an onnxruntime session's creation and run."""
+GB/s counting bytes read and written), then each op on its default shapes: the time per call
+in several samples after a warm-up, with preallocated outputs, as the minimum ("time"), the
+median and the spread ((max - min) / min); GB/s from the bytes the op must move at the minimum
+time; "% copy" that as a fraction of the copy bandwidth; "vs X" is X's time over fastnorm's
+(above 1: fastnorm is faster). Then the cold start: a fresh interpreter importing and running
+one layer_norm of shape 1x768, per backend (FASTNORM_BACKEND), vs NumPy, torch and an
+onnxruntime session's creation and run. Last the copy bandwidth again: a WARNING line flags a
+run during which it moved by more than 20% (the machine's load changed)."""
 
 
 def main(args):

@@ -14,7 +14,7 @@ on a CUDA device run the numba.cuda kernels (fastnorm.cuda.optim).
 import numpy as np
 
 from .. import _validation as v
-from .._dispatch import device_function, kernels, on_device, threads_for
+from .._dispatch import _import_cython, device_function, kernels, on_device, threads_for
 from ._coef import adadelta_coef, adagrad_coef, adam_coef, check_step, rmsprop_coef, sgd_coef
 
 __all__ = ["sgd_", "adagrad_", "adadelta_", "rmsprop_", "adam_"]
@@ -63,7 +63,7 @@ def address(a):
 
 
 try:
-    from ..kernels.cython.optim import addresses as _cython_addresses
+    _cython_addresses = _import_cython("optim").addresses
 except ImportError:  # the cython extensions are not built
     _cython_addresses = None
 

@@ -10,14 +10,23 @@
  */
 #include <stddef.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 typedef double f64x8 __attribute__((vector_size(64)));
 typedef float f32x8 __attribute__((vector_size(32)));
 
 static inline f64x8 lanes_load_f32(const float *p) {
+#if defined(__AVX512F__)
+    /* one vcvtps2pd zmm, m256: GCC lowers __builtin_convertvector(f32x8 -> f64x8) to two
+     * 4-wide conversions plus shuffles, which made the row sums compute-bound */
+    return (f64x8)_mm512_cvtps_pd(_mm256_loadu_ps(p));
+#else
     f32x8 v;
     memcpy(&v, p, sizeof v);
     return __builtin_convertvector(v, f64x8);
+#endif
 }
 
 static inline f64x8 lanes_load_f64(const double *p) {
@@ -27,7 +36,11 @@ static inline f64x8 lanes_load_f64(const double *p) {
 }
 
 static inline void lanes_store_f32(float *p, f64x8 v) {
+#if defined(__AVX512F__)
+    f32x8 f = (f32x8)_mm512_cvtpd_ps((__m512d)v);
+#else
     f32x8 f = __builtin_convertvector(v, f32x8);
+#endif
     memcpy(p, &f, sizeof f);
 }
 

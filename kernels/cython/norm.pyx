@@ -81,7 +81,10 @@ cdef void _forward(const floating* x, const floating* w, const floating* b, floa
         for r in range(m):
             _forward_row(x + r * n, w, b, y + r * n, n, center, has_w, has_b, eps, mean + r, rstd + r)
     else:
-        for r in prange(m, num_threads=nthreads, schedule="static"):
+        # guided: rows are independent (any schedule gives the same bits); a thread slowed
+        # by another process on its core no longer holds the whole call back, and each thread
+        # still streams long contiguous runs of rows (dynamic 8-row chunks interleaved them)
+        for r in prange(m, num_threads=nthreads, schedule="guided", chunksize=16):
             _forward_row(x + r * n, w, b, y + r * n, n, center, has_w, has_b, eps, mean + r, rstd + r)
 
 
@@ -148,7 +151,7 @@ cdef void _backward(const floating* dy, const floating* x, const floating* w, fl
                 _backward_row(dy + r * n, x + r * n, w, dx + r * n, n, mean[r], rstd[r], center, has_w,
                               pdw + c * n if want_dw else NULL, pdb + c * n if want_db else NULL)
     else:
-        for c in prange(nchunks, num_threads=nthreads, schedule="static"):
+        for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             for r in range(c * m // nchunks, (c + 1) * m // nchunks):
                 _backward_row(dy + r * n, x + r * n, w, dx + r * n, n, mean[r], rstd[r], center, has_w,
                               pdw + c * n if want_dw else NULL, pdb + c * n if want_db else NULL)

@@ -23,7 +23,7 @@ Determinism contract (shared with kernels/cython/batch.pyx, bit for bit):
 import numpy as np
 from numba import njit, prange
 
-from .norm import _combine, _scratch
+from .norm import _combine, _scratch, lanes
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -42,9 +42,10 @@ def _piece_moments(x, acc):
     """(mean, m2) of a contiguous 1-D piece: 32-lane sum, then 32-lane squared deviations."""
     n = x.shape[0]
     n32 = n - n % 32
+    nl = lanes(n)
     acc[:] = 0.0
     for i in range(0, n32, 32):
-        for j in range(32):
+        for j in range(nl):
             acc[j] += x[i + j]
     s = _combine(acc)
     for i in range(n32, n):
@@ -52,7 +53,7 @@ def _piece_moments(x, acc):
     mean = s / n
     acc[:] = 0.0
     for i in range(0, n32, 32):
-        for j in range(32):
+        for j in range(nl):
             d = x[i + j] - mean
             acc[j] += d * d
     q = _combine(acc)
@@ -97,10 +98,11 @@ def _piece_grad_sums(dy, x, mean, rstd, acc_g, acc_gx):
     """(sum dy, sum dy * ((x - mean) * rstd)) of a piece, 32 lanes each (lanes.h's grad order)."""
     n = x.shape[0]
     n32 = n - n % 32
+    nl = lanes(n)
     acc_g[:] = 0.0
     acc_gx[:] = 0.0
     for i in range(0, n32, 32):
-        for j in range(32):
+        for j in range(nl):
             g = np.float64(dy[i + j])
             acc_g[j] += g
             acc_gx[j] += g * ((x[i + j] - mean) * rstd)

@@ -24,7 +24,7 @@ No fused multiply-adds (Numba does not contract without fastmath).
 import numpy as np
 from numba import njit, prange
 
-from .norm import _combine, _scratch
+from .norm import _combine, _scratch, lanes
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -268,6 +268,7 @@ def _row_sum(x, p, mode, acc):
     """sum |x|^p of a row in float64 over 32 lanes (the max of |x| for mode 3)."""
     n = x.shape[0]
     n32 = n - n % 32
+    nl = lanes(n)
     if mode == 3:
         m = 0.0
         for i in range(n):
@@ -278,16 +279,16 @@ def _row_sum(x, p, mode, acc):
     acc[:] = 0.0
     if mode == 2:
         for i in range(0, n32, 32):
-            for j in range(32):
+            for j in range(nl):
                 d = x[i + j] - 0.0
                 acc[j] += d * d
     elif mode == 1:
         for i in range(0, n32, 32):
-            for j in range(32):
+            for j in range(nl):
                 acc[j] += abs(np.float64(x[i + j]))
     else:
         for i in range(0, n32, 32):
-            for j in range(32):
+            for j in range(nl):
                 acc[j] += abs(np.float64(x[i + j])) ** p
     s = _combine(acc)
     for i in range(n32, n):
@@ -316,9 +317,10 @@ def _row_dot(dy, x, acc):
     """sum dy * x in float64 over 32 lanes (lanes_grad's sgx with w absent, mean 0, rstd 1)."""
     n = x.shape[0]
     n32 = n - n % 32
+    nl = lanes(n)
     acc[:] = 0.0
     for i in range(0, n32, 32):
-        for j in range(32):
+        for j in range(nl):
             acc[j] += np.float64(dy[i + j]) * ((x[i + j] - 0.0) * 1.0)
     s = _combine(acc)
     for i in range(n32, n):
