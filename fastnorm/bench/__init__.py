@@ -2,9 +2,9 @@
 
 - ``fastnorm.bench.core``: the op registry (``Op``, ``Case``, ``register``, ``ops``, ``cases``),
   the timer (``measure``, ``copy_bandwidth``), the runner, its report and the command line
-  (``add_arguments``, ``main``); it registers the row ops (layer_norm, rms_norm) itself.
-- one module per family registering its ops when ``ops()`` imports it: ``batch``, ``local``,
-  ``dropout``, ``optim``, ``divergence`` (listed in ``core.OP_MODULES``).
+  (``add_arguments``, ``main``).
+- one module per family registering its ops when ``ops()`` imports it: ``norm``, ``batch``,
+  ``local``, ``dropout``, ``optim``, ``divergence`` (listed in ``core.OP_MODULES``).
 
 asv_bench/ times the same registry, so the command line and asv measure the same calls.
 """

@@ -6,10 +6,10 @@ An ``Op`` says how to benchmark one fastnorm function: how to build its inputs f
 and dtype, the fastnorm call (with preallocated ``out=``), the bytes a call must move (the
 floor for a memory-bound kernel, hence the GB/s column), and its comparison implementations,
 the *baselines*: NumPy always, PyTorch and ONNX Runtime where they have the op. A ``Case`` is
-an op at one shape and dtype. ``register(Op(...))`` adds an op; a module that registers ops
-of its own (say ``fastnorm.batch_norm``'s, registered at its import) is listed in
-``OP_MODULES`` and ``ops()`` imports it. Baselines' libraries are imported only when a case
-uses them, so the registry works with NumPy alone.
+an op at one shape and dtype. ``register(Op(...))`` adds an op; each family's module of this
+package registers its ops when imported (``fastnorm.bench.norm``: layer_norm and rms_norm, ...),
+is listed in ``OP_MODULES``, and ``ops()`` imports them all. Baselines' libraries are imported
+only when a case uses them, so the registry works with NumPy alone.
 
 The runner (``run``) first measures the machine's copy bandwidth, then times every case with
 each requested fastnorm backend and each installed baseline (``measure_samples``: warm-up,
@@ -34,7 +34,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 import fastnorm
-import fastnorm.functional as fn
 from .. import _dispatch
 
 # ---------------------------------------------------------------- the registry
@@ -42,7 +41,7 @@ from .. import _dispatch
 #: baseline name -> the modules it needs; a baseline runs only when all are importable
 BASELINES = {"numpy": ("numpy",), "torch": ("torch",), "onnxruntime": ("onnxruntime", "onnx")}
 #: modules that register ops of their own when imported (see the module docstring)
-OP_MODULES = ("fastnorm.bench.batch", "fastnorm.bench.local", "fastnorm.bench.dropout",
+OP_MODULES = ("fastnorm.bench.norm", "fastnorm.bench.batch", "fastnorm.bench.local", "fastnorm.bench.dropout",
               "fastnorm.bench.optim", "fastnorm.bench.divergence")
 
 F32 = np.dtype(np.float32)
@@ -232,34 +231,8 @@ def copy_bandwidth(nbytes, threads, budget=0.5):
     return {name: 2 * src.nbytes / measure(call, budget) / 1e9 for name, call in methods.items()}
 
 
-# ---------------------------------------------------------------- layer_norm / rms_norm
-
-
-def _row_inputs(center, backward):
-    """make_inputs for layer_norm (center) / rms_norm, forward or backward, rows of (m, n).
-
-    Backward inputs carry ``stats`` from fastnorm's forward, in the API's form: (mean, invstd)
-    for layer_norm, invrms for rms_norm. Every implementation is handed them, as a training
-    step hands its backward the statistics saved by its forward."""
-
-    def make(shape, dtype, rng):
-        n = shape[-1]
-        inp = {"x": rng.standard_normal(shape, dtype=dtype),
-               "weight": 1 + 0.1 * rng.standard_normal(n, dtype=dtype),
-               "eps": 1e-5 if center else 1e-6}
-        if center:
-            inp["bias"] = 0.1 * rng.standard_normal(n, dtype=dtype)
-        if backward:
-            inp["dy"] = rng.standard_normal(shape, dtype=dtype)
-            if center:
-                _, mean, invstd = fn.layer_norm(inp["x"], eps=inp["eps"], return_stats=True)
-                inp["stats"] = (mean, invstd)
-            else:
-                inp["stats"] = fn.rms_norm(inp["x"], eps=inp["eps"], return_stats=True)[1]
-        return inp
-
-    return make
-
+# ---------------------------------------------------------------- baselines
+# Helpers of every family's registry module (fastnorm.bench.norm, .batch, ...).
 
 def _nbytes(*names):
     """nbytes(inputs): the summed size of the named inputs; a name may repeat (an output the
@@ -272,115 +245,12 @@ def _nbytes(*names):
     return nbytes
 
 
-def _params(inp):
-    """(weight, bias) or (weight,) of a row op's inputs."""
-    return (inp["weight"], inp["bias"]) if "bias" in inp else (inp["weight"],)
-
-
-def _fastnorm_forward(func):
-    def prepare(inp):
-        return partial(func, inp["x"], *_params(inp), eps=inp["eps"], out=np.empty_like(inp["x"]))
-
-    return prepare
-
-
-def _fastnorm_backward(func):
-    def prepare(inp):
-        return partial(func, inp["dy"], inp["x"], *_params(inp), eps=inp["eps"],
-                       stats=inp["stats"], out=np.empty_like(inp["x"]))
-
-    return prepare
-
-
-# NumPy baselines: vectorized NumPy in the input's dtype, with out= where it saves a pass.
-
-def _numpy_layer_norm(inp, threads):
-    x, w, b, eps = inp["x"], inp["weight"], inp["bias"], inp["eps"]
-    y = np.empty_like(x)
-
-    def call():
-        xc = np.subtract(x, x.mean(axis=-1, keepdims=True), out=y)
-        xc *= 1 / np.sqrt(np.square(xc).mean(axis=-1, keepdims=True) + eps)
-        xc *= w
-        xc += b
-        return xc
-
-    return call
-
-
-def _numpy_layer_norm_backward(inp, threads):
-    dy, x, w = inp["dy"], inp["x"], inp["weight"]
-    mean, invstd = (s.astype(x.dtype)[:, None] for s in inp["stats"])
-    dx = np.empty_like(x)
-
-    def call():
-        xhat = (x - mean) * invstd
-        g = dy * w
-        c1 = g.mean(axis=-1, keepdims=True)
-        c2 = (g * xhat).mean(axis=-1, keepdims=True)
-        np.multiply(g - c1 - xhat * c2, invstd, out=dx)
-        return dx, (dy * xhat).sum(axis=0), dy.sum(axis=0)
-
-    return call
-
-
-def _numpy_rms_norm(inp, threads):
-    x, w, eps = inp["x"], inp["weight"], inp["eps"]
-    y = np.empty_like(x)
-
-    def call():
-        xn = np.multiply(x, 1 / np.sqrt(np.square(x).mean(axis=-1, keepdims=True) + eps), out=y)
-        xn *= w
-        return xn
-
-    return call
-
-
-def _numpy_rms_norm_backward(inp, threads):
-    dy, x, w = inp["dy"], inp["x"], inp["weight"]
-    invrms = inp["stats"].astype(x.dtype)[:, None]
-    dx = np.empty_like(x)
-
-    def call():
-        xhat = x * invrms
-        g = dy * w
-        np.multiply(g - xhat * (g * xhat).mean(axis=-1, keepdims=True), invrms, out=dx)
-        return dx, (dy * xhat).sum(axis=0)
-
-    return call
-
-
-# PyTorch baselines: torch.nn.functional on tensors sharing the inputs' memory; backward is
-# autograd's backward alone (the graph is built once, kept with retain_graph).
-
 def _torch(threads):
     import torch
 
     torch.set_num_threads(threads)
     return torch
 
-
-def _torch_forward(name):
-    def prepare(inp, threads):
-        torch = _torch(threads)
-        x = torch.from_numpy(inp["x"])
-        params = [torch.from_numpy(p) for p in _params(inp)]
-        return partial(getattr(torch.nn.functional, name), x, x.shape[-1:], *params, inp["eps"])
-
-    return prepare
-
-
-def _torch_backward(name):
-    def prepare(inp, threads):
-        torch = _torch(threads)
-        leaves = [torch.from_numpy(a).requires_grad_() for a in (inp["x"], *_params(inp))]
-        y = getattr(torch.nn.functional, name)(leaves[0], leaves[0].shape[-1:], *leaves[1:], inp["eps"])
-        return partial(torch.autograd.grad, y, leaves, torch.from_numpy(inp["dy"]), retain_graph=True)
-
-    return prepare
-
-
-# ONNX Runtime baselines (forward only: it has no training kernels in its inference build).
 
 def onnx_model(op_type, opset, inputs, **attributes):
     """Serialized ONNX model of one node ``op_type`` from the default domain at ``opset``.
@@ -414,35 +284,6 @@ def onnx_session(model, threads):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
-def _ort_forward(op_type, opset):
-    def prepare(inp, threads):
-        feeds = dict(zip(("X", "Scale", "B"), (inp["x"], *_params(inp))))
-        model = onnx_model(op_type, opset, feeds, axis=-1, epsilon=inp["eps"])
-        return partial(onnx_session(model, threads).run, None, feeds)
-
-    return prepare
-
-
-register(Op(
-    "layer_norm", _row_inputs(True, False), _fastnorm_forward(fn.layer_norm),
-    _nbytes("x", "x", "weight", "bias"),
-    {"numpy": _numpy_layer_norm, "torch": _torch_forward("layer_norm"),
-     "onnxruntime": _ort_forward("LayerNormalization", 17)}))
-register(Op(
-    "layer_norm_backward", _row_inputs(True, True), _fastnorm_backward(fn.layer_norm_backward),
-    _nbytes("dy", "x", "x", "weight", "weight", "bias", "stats"),
-    {"numpy": _numpy_layer_norm_backward, "torch": _torch_backward("layer_norm")}))
-register(Op(
-    "rms_norm", _row_inputs(False, False), _fastnorm_forward(fn.rms_norm),
-    _nbytes("x", "x", "weight"),
-    {"numpy": _numpy_rms_norm, "torch": _torch_forward("rms_norm"),
-     "onnxruntime": _ort_forward("RMSNormalization", 23)}))
-register(Op(
-    "rms_norm_backward", _row_inputs(False, True), _fastnorm_backward(fn.rms_norm_backward),
-    _nbytes("dy", "x", "x", "weight", "weight", "stats"),
-    {"numpy": _numpy_rms_norm_backward, "torch": _torch_backward("rms_norm")}))
 
 
 # ---------------------------------------------------------------- cold start

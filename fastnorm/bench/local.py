@@ -7,7 +7,7 @@ import numpy as np
 
 import fastnorm.functional as fn
 
-from .core import F32, Op, _nbytes, _torch, onnx_model, onnx_session, register
+from .core import Op, _nbytes, _torch, onnx_model, onnx_session, register
 
 LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # AlexNet's constants
 LRN_SHAPES = ((32, 64, 56, 56),)                  # the headline case, 25.7 MB
