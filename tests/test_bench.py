@@ -160,3 +160,20 @@ def test_dropout_rows_obey_the_law(op, impl):
     kept = out != 0
     np.testing.assert_allclose(out[kept], data[kept] / (1 - p), rtol=1e-6)
     assert abs(kept.mean() - (1 - p)) < 5 * np.sqrt(p * (1 - p) / out.size)
+
+
+@pytest.mark.skipif(not (bench.baseline_available("torch") and bench.baseline_available("onnxruntime")),
+                    reason="the neighbors run needs torch and onnxruntime")
+def test_neighbors_run_prints_every_case_and_phase(capsys):
+    from fastnorm.bench import neighbors
+
+    threads, backend = fastnorm.get_num_threads(), fastnorm.get_backend()
+    try:
+        assert neighbors.main(["--reps", "1", "--threads", "1", "--backend", backend]) == 0
+    finally:
+        fastnorm.set_num_threads(threads)
+        fastnorm.set_backend(backend)
+    rows = [line for line in capsys.readouterr().out.splitlines() if " float32 " in line]
+    assert len(rows) == len(neighbors.CASES)
+    for row in rows:
+        assert row.count(" ms") == 3 and row.count("x,") == 2
