@@ -27,14 +27,16 @@ cdef extern from "lanes.h" nogil:
     double lanes_sum_f64(const double* x, Py_ssize_t n)
     double lanes_sqdev_f32(const float* x, Py_ssize_t n, double mean)
     double lanes_sqdev_f64(const double* x, Py_ssize_t n, double mean)
-    void lanes_grad_f32(const float* dy, const float* w, const float* x, Py_ssize_t n,
-                        double mean, double rstd, double* sg, double* sgx)
-    void lanes_grad_f64(const double* dy, const double* w, const double* x, Py_ssize_t n,
-                        double mean, double rstd, double* sg, double* sgx)
+    void lanes_grad_pf_f32(const float* dy, const float* w, const float* x, float* dx, Py_ssize_t n,
+                           double mean, double rstd, double* sg, double* sgx)
+    void lanes_grad_pf_f64(const double* dy, const double* w, const double* x, double* dx,
+                           Py_ssize_t n, double mean, double rstd, double* sg, double* sgx)
     void lanes_dx_f32(const float* dy, const float* w, const float* x, float* dx, Py_ssize_t n,
-                      double mean, double rstd, double mg, double mgx, double* pdw, double* pdb)
+                      double mean, double rstd, double mg, double mgx, double* pdw, double* pdb,
+                      const float* ndy, const float* nx)
     void lanes_dx_f64(const double* dy, const double* w, const double* x, double* dx, Py_ssize_t n,
-                      double mean, double rstd, double mg, double mgx, double* pdw, double* pdb)
+                      double mean, double rstd, double mg, double mgx, double* pdw, double* pdb,
+                      const double* ndy, const double* nx)
 
 
 cdef inline void _centered_stats(const floating* x, Py_ssize_t n, bint center, double eps,
@@ -111,18 +113,21 @@ def norm_forward(cnp.ndarray x, cnp.ndarray w, cnp.ndarray b, cnp.ndarray y,
 
 cdef inline void _backward_row(const floating* dy, const floating* x, const floating* w, floating* dx,
                                Py_ssize_t n, double mean, double rstd, bint center, bint has_w,
-                               double* pdw, double* pdb) noexcept nogil:
+                               double* pdw, double* pdb, bint prefetch_next) noexcept nogil:
+    # prefetch_next: the next row (at dy + n, x + n) exists; lanes.h prefetches it (no bits change)
     cdef double sg, sgx, mg, mgx
     if floating is float:
-        lanes_grad_f32(dy, w if has_w else NULL, x, n, mean, rstd, &sg, &sgx)
+        lanes_grad_pf_f32(dy, w if has_w else NULL, x, dx, n, mean, rstd, &sg, &sgx)
     else:
-        lanes_grad_f64(dy, w if has_w else NULL, x, n, mean, rstd, &sg, &sgx)
+        lanes_grad_pf_f64(dy, w if has_w else NULL, x, dx, n, mean, rstd, &sg, &sgx)
     mg = sg / n if center else 0.0
     mgx = sgx / n
     if floating is float:
-        lanes_dx_f32(dy, w if has_w else NULL, x, dx, n, mean, rstd, mg, mgx, pdw, pdb)
+        lanes_dx_f32(dy, w if has_w else NULL, x, dx, n, mean, rstd, mg, mgx, pdw, pdb,
+                     dy + n if prefetch_next else NULL, x + n if prefetch_next else NULL)
     else:
-        lanes_dx_f64(dy, w if has_w else NULL, x, dx, n, mean, rstd, mg, mgx, pdw, pdb)
+        lanes_dx_f64(dy, w if has_w else NULL, x, dx, n, mean, rstd, mg, mgx, pdw, pdb,
+                     dy + n if prefetch_next else NULL, x + n if prefetch_next else NULL)
 
 
 cdef inline void _sum_chunks(const double* p, double* out, Py_ssize_t nchunks, Py_ssize_t n) noexcept nogil:
@@ -149,12 +154,12 @@ cdef void _backward(const floating* dy, const floating* x, const floating* w, fl
         for c in range(nchunks):
             for r in range(c * m // nchunks, (c + 1) * m // nchunks):
                 _backward_row(dy + r * n, x + r * n, w, dx + r * n, n, mean[r], rstd[r], center, has_w,
-                              pdw + c * n if want_dw else NULL, pdb + c * n if want_db else NULL)
+                              pdw + c * n if want_dw else NULL, pdb + c * n if want_db else NULL, r + 1 < m)
     else:
         for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
             for r in range(c * m // nchunks, (c + 1) * m // nchunks):
                 _backward_row(dy + r * n, x + r * n, w, dx + r * n, n, mean[r], rstd[r], center, has_w,
-                              pdw + c * n if want_dw else NULL, pdb + c * n if want_db else NULL)
+                              pdw + c * n if want_dw else NULL, pdb + c * n if want_db else NULL, r + 1 < m)
     # column sums of the chunk partials, chunk by chunk (rows of p are contiguous)
     if want_dw:
         _sum_chunks(pdw, dw, nchunks, n)
