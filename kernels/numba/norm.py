@@ -200,13 +200,14 @@ def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, wa
 
 @njit(inline="always", **_OPTS)
 def _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db):
+    """Rows of chunk c; their dy*xhat and dy are added to the partial rows pdw and pdb."""
     m = x.shape[0]
     acc_g = _scratch()
     acc_gx = _scratch()
     for r in range(c * m // nchunks, (c + 1) * m // nchunks):
         nr = min(r + 1, m - 1)  # the next row (the last row prefetches itself: no-op)
         _backward_row(dy[r], x[r], w, dx[r], mean[r], rstd[r], center, has_w,
-                      pdw[c], pdb[c], want_dw, want_db, acc_g, acc_gx, dy[nr], x[nr])
+                      pdw, pdb, want_dw, want_db, acc_g, acc_gx, dy[nr], x[nr])
 
 
 @njit(inline="always", **_OPTS)
@@ -214,8 +215,14 @@ def _sum_chunks(p, out):
     """out[j] = sum over chunks c, in order, of p[c, j] (walked chunk by chunk: rows are contiguous)."""
     out[:] = 0.0
     for c in range(p.shape[0]):
-        for j in range(out.shape[0]):
-            out[j] += p[c, j]
+        _add_chunk(p[c], out)
+
+
+@njit(inline="always", **_OPTS)
+def _add_chunk(p, out):
+    """out += p: the column sums' step for one chunk's partial row p."""
+    for j in range(out.shape[0]):
+        out[j] += p[j]
 
 
 @njit(inline="always", **_OPTS)
@@ -237,15 +244,28 @@ def _finish_columns(pdw, pdb, dw, db, want_dw, want_db):
 # numba's disk cache keys on the function, so one body compiled both ways would collide.
 @njit(**_OPTS)
 def norm_backward_serial(dy, x, w, dx, dw, db, mean, rstd, center, has_w, want_dw, want_db):
-    nchunks, pdw, pdb = _chunk_partials(x.shape[0], x.shape[1], want_dw, want_db)
+    # chunks in order, each chunk's partials added to dw/db as it ends: _sum_chunks' additions
+    # in the same order, with one partial row instead of one per chunk (see kernels/cython)
+    nchunks = row_chunks(x.shape[0])
+    n = x.shape[1]
+    pdw = np.zeros(n if want_dw else 0)
+    pdb = np.zeros(n if want_db else 0)
+    dw[:] = 0.0
+    db[:] = 0.0
     for c in range(nchunks):
         _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db)
-    _finish_columns(pdw, pdb, dw, db, want_dw, want_db)
+        if want_dw:
+            _add_chunk(pdw, dw)
+            pdw[:] = 0.0
+        if want_db:
+            _add_chunk(pdb, db)
+            pdb[:] = 0.0
 
 
 @njit(parallel=True, **_OPTS)
 def norm_backward_parallel(dy, x, w, dx, dw, db, mean, rstd, center, has_w, want_dw, want_db):
     nchunks, pdw, pdb = _chunk_partials(x.shape[0], x.shape[1], want_dw, want_db)
     for c in prange(nchunks):
-        _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db)
+        _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw[c], pdb[c], want_dw,
+                        want_db)
     _finish_columns(pdw, pdb, dw, db, want_dw, want_db)
