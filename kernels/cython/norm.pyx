@@ -8,7 +8,8 @@ C-contiguous arrays, x/dy/w/b/y/dx of one float dtype, mean/rstd/dw/db float64 w
 """
 from cython.parallel cimport prange
 from libc.math cimport sqrt
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
 cimport numpy as cnp
 
 cnp.import_array()
@@ -27,14 +28,16 @@ cdef extern from "lanes.h" nogil:
     double lanes_sum_f64(const double* x, Py_ssize_t n)
     double lanes_sqdev_f32(const float* x, Py_ssize_t n, double mean)
     double lanes_sqdev_f64(const double* x, Py_ssize_t n, double mean)
-    void lanes_grad_f32(const float* dy, const float* w, const float* x, Py_ssize_t n,
-                        double mean, double rstd, double* sg, double* sgx)
-    void lanes_grad_f64(const double* dy, const double* w, const double* x, Py_ssize_t n,
-                        double mean, double rstd, double* sg, double* sgx)
+    void lanes_grad_pf_f32(const float* dy, const float* w, const float* x, float* dx, Py_ssize_t n,
+                           double mean, double rstd, double* sg, double* sgx)
+    void lanes_grad_pf_f64(const double* dy, const double* w, const double* x, double* dx,
+                           Py_ssize_t n, double mean, double rstd, double* sg, double* sgx)
     void lanes_dx_f32(const float* dy, const float* w, const float* x, float* dx, Py_ssize_t n,
-                      double mean, double rstd, double mg, double mgx, double* pdw, double* pdb)
+                      double mean, double rstd, double mg, double mgx, double* pdw, double* pdb,
+                      const float* ndy, const float* nx)
     void lanes_dx_f64(const double* dy, const double* w, const double* x, double* dx, Py_ssize_t n,
-                      double mean, double rstd, double mg, double mgx, double* pdw, double* pdb)
+                      double mean, double rstd, double mg, double mgx, double* pdw, double* pdb,
+                      const double* ndy, const double* nx)
 
 
 cdef inline void _centered_stats(const floating* x, Py_ssize_t n, bint center, double eps,
@@ -111,27 +114,37 @@ def norm_forward(cnp.ndarray x, cnp.ndarray w, cnp.ndarray b, cnp.ndarray y,
 
 cdef inline void _backward_row(const floating* dy, const floating* x, const floating* w, floating* dx,
                                Py_ssize_t n, double mean, double rstd, bint center, bint has_w,
-                               double* pdw, double* pdb) noexcept nogil:
+                               double* pdw, double* pdb, bint prefetch_next) noexcept nogil:
+    # prefetch_next: the next row (at dy + n, x + n) exists; lanes.h prefetches it (no bits change)
     cdef double sg, sgx, mg, mgx
     if floating is float:
-        lanes_grad_f32(dy, w if has_w else NULL, x, n, mean, rstd, &sg, &sgx)
+        lanes_grad_pf_f32(dy, w if has_w else NULL, x, dx, n, mean, rstd, &sg, &sgx)
     else:
-        lanes_grad_f64(dy, w if has_w else NULL, x, n, mean, rstd, &sg, &sgx)
+        lanes_grad_pf_f64(dy, w if has_w else NULL, x, dx, n, mean, rstd, &sg, &sgx)
     mg = sg / n if center else 0.0
     mgx = sgx / n
     if floating is float:
-        lanes_dx_f32(dy, w if has_w else NULL, x, dx, n, mean, rstd, mg, mgx, pdw, pdb)
+        lanes_dx_f32(dy, w if has_w else NULL, x, dx, n, mean, rstd, mg, mgx, pdw, pdb,
+                     dy + n if prefetch_next else NULL, x + n if prefetch_next else NULL)
     else:
-        lanes_dx_f64(dy, w if has_w else NULL, x, dx, n, mean, rstd, mg, mgx, pdw, pdb)
+        lanes_dx_f64(dy, w if has_w else NULL, x, dx, n, mean, rstd, mg, mgx, pdw, pdb,
+                     dy + n if prefetch_next else NULL, x + n if prefetch_next else NULL)
 
 
-cdef inline void _sum_chunks(const double* p, double* out, Py_ssize_t nchunks, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t c, j
+cdef inline void _add_chunk(double* p, double* out, Py_ssize_t n, bint clear) noexcept nogil:
+    """out += p (the column sums' step for one chunk's partials); clears p after if asked."""
+    cdef Py_ssize_t j
     for j in range(n):
-        out[j] = 0.0
+        out[j] += p[j]
+    if clear:
+        memset(p, 0, n * sizeof(double))
+
+
+cdef inline void _sum_chunks(double* p, double* out, Py_ssize_t nchunks, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t c
+    memset(out, 0, n * sizeof(double))
     for c in range(nchunks):
-        for j in range(n):
-            out[j] += p[c * n + j]
+        _add_chunk(p + c * n, out, n, False)
 
 
 cdef void _backward(const floating* dy, const floating* x, const floating* w, floating* dx,
@@ -141,20 +154,43 @@ cdef void _backward(const floating* dy, const floating* x, const floating* w, fl
     cdef Py_ssize_t nchunks = row_chunks(m), c, r
     cdef double* pdw = NULL
     cdef double* pdb = NULL
-    if want_dw:
-        pdw = <double*>calloc(nchunks * n + 1, sizeof(double))
-    if want_db:
-        pdb = <double*>calloc(nchunks * n + 1, sizeof(double))
     if nthreads <= 1:
+        # chunks in order, each chunk's partials added to dw/db as it ends: the operations of
+        # _sum_chunks below in the same order, with one row of partials instead of nchunks
+        # (256 x n doubles each: 8 MB at n = 4096, more traffic than the rows themselves)
+        if want_dw:
+            pdw = <double*>calloc(n + 1, sizeof(double))
+            memset(dw, 0, n * sizeof(double))
+        if want_db:
+            pdb = <double*>calloc(n + 1, sizeof(double))
+            memset(db, 0, n * sizeof(double))
         for c in range(nchunks):
             for r in range(c * m // nchunks, (c + 1) * m // nchunks):
                 _backward_row(dy + r * n, x + r * n, w, dx + r * n, n, mean[r], rstd[r], center, has_w,
-                              pdw + c * n if want_dw else NULL, pdb + c * n if want_db else NULL)
-    else:
-        for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
-            for r in range(c * m // nchunks, (c + 1) * m // nchunks):
-                _backward_row(dy + r * n, x + r * n, w, dx + r * n, n, mean[r], rstd[r], center, has_w,
-                              pdw + c * n if want_dw else NULL, pdb + c * n if want_db else NULL)
+                              pdw, pdb, r + 1 < m)
+            if want_dw:
+                _add_chunk(pdw, dw, n, True)
+            if want_db:
+                _add_chunk(pdb, db, n, True)
+        free(pdw)
+        free(pdb)
+        return
+    # malloc, each chunk zeroing its own row: with calloc the fresh pages read as the shared
+    # zero page, and the threads' first += to each replaced a mapped page (a TLB-flush IPI per
+    # 4 KB page, costly in a VM: 256x4096 float32 on 2 threads took 30 ms, 0.9 ms on 1). A
+    # memset right after malloc would not do: GCC turns the pair into calloc.
+    if want_dw:
+        pdw = <double*>malloc((nchunks * n + 1) * sizeof(double))
+    if want_db:
+        pdb = <double*>malloc((nchunks * n + 1) * sizeof(double))
+    for c in prange(nchunks, num_threads=nthreads, schedule="dynamic"):
+        if want_dw:
+            memset(pdw + c * n, 0, n * sizeof(double))
+        if want_db:
+            memset(pdb + c * n, 0, n * sizeof(double))
+        for r in range(c * m // nchunks, (c + 1) * m // nchunks):
+            _backward_row(dy + r * n, x + r * n, w, dx + r * n, n, mean[r], rstd[r], center, has_w,
+                          pdw + c * n if want_dw else NULL, pdb + c * n if want_db else NULL, r + 1 < m)
     # column sums of the chunk partials, chunk by chunk (rows of p are contiguous)
     if want_dw:
         _sum_chunks(pdw, dw, nchunks, n)

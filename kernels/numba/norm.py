@@ -13,9 +13,37 @@ Determinism contract (shared with kernels/cython/norm.pyx, bit for bit):
 - no fused multiply-adds (Numba does not contract without fastmath).
 """
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+
+
+def _prefetcher(write):
+    @intrinsic
+    def prefetch(typingctx, a, i):
+        """Prefetches the cache line of a[i] (llvm.prefetch; never faults, changes no value)."""
+        if not (isinstance(a, types.Array) and a.ndim == 1 and isinstance(i, types.Integer)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ary = context.make_array(sig.args[0])(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
+            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+            builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, int(write)),
+                              ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(a, i), codegen
+
+    return prefetch
+
+
+_prefetch_read, _prefetch_write = _prefetcher(False), _prefetcher(True)
 
 
 @njit(inline="always", **_OPTS)
@@ -127,16 +155,26 @@ def norm_forward_parallel(x, w, b, y, mean, rstd, center, has_w, has_b, eps):
 
 
 @njit(inline="always", **_OPTS)
-def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db, acc_g, acc_gx):
+def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db, acc_g, acc_gx,
+                  ndy, nx):
     """dx of one row; adds dy*xhat to pdw and dy to pdb (float64 chunk partials).
-    ``acc_g``, ``acc_gx``: 32 float64 of scratch each."""
+    ``acc_g``, ``acc_gx``: 32 float64 of scratch each. ``ndy``, ``nx``: the next row's dy and
+    x, prefetched with this row's dx (for writing) during the sums pass, so that memory is
+    already busy with the next row while the dx pass reads only L1 (no value changes). Here,
+    unlike kernels/cython/lanes.h, not during the dx pass: a prefetch there keeps LLVM from
+    vectorizing its loop."""
     n = x.shape[0]
     n32 = n - n % 32
     nl = lanes(n)
+    line = 64 // dx.itemsize  # elements per cache line
     # sum(g) and sum(g * xhat), g = dy * w, over 32 lanes each
     acc_g[:] = 0.0
     acc_gx[:] = 0.0
     for i in range(0, n32, 32):
+        for k in range(0, 32, line):
+            _prefetch_write(dx, i + k)
+            _prefetch_read(ndy, i + k)
+            _prefetch_read(nx, i + k)
         for j in range(nl):
             g = dy[i + j] * (w[i + j] if has_w else 1.0)
             acc_g[j] += g
@@ -162,12 +200,14 @@ def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, wa
 
 @njit(inline="always", **_OPTS)
 def _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db):
+    """Rows of chunk c; their dy*xhat and dy are added to the partial rows pdw and pdb."""
     m = x.shape[0]
     acc_g = _scratch()
     acc_gx = _scratch()
     for r in range(c * m // nchunks, (c + 1) * m // nchunks):
+        nr = min(r + 1, m - 1)  # the next row (the last row prefetches itself: no-op)
         _backward_row(dy[r], x[r], w, dx[r], mean[r], rstd[r], center, has_w,
-                      pdw[c], pdb[c], want_dw, want_db, acc_g, acc_gx)
+                      pdw, pdb, want_dw, want_db, acc_g, acc_gx, dy[nr], x[nr])
 
 
 @njit(inline="always", **_OPTS)
@@ -175,8 +215,14 @@ def _sum_chunks(p, out):
     """out[j] = sum over chunks c, in order, of p[c, j] (walked chunk by chunk: rows are contiguous)."""
     out[:] = 0.0
     for c in range(p.shape[0]):
-        for j in range(out.shape[0]):
-            out[j] += p[c, j]
+        _add_chunk(p[c], out)
+
+
+@njit(inline="always", **_OPTS)
+def _add_chunk(p, out):
+    """out += p: the column sums' step for one chunk's partial row p."""
+    for j in range(out.shape[0]):
+        out[j] += p[j]
 
 
 @njit(inline="always", **_OPTS)
@@ -198,15 +244,28 @@ def _finish_columns(pdw, pdb, dw, db, want_dw, want_db):
 # numba's disk cache keys on the function, so one body compiled both ways would collide.
 @njit(**_OPTS)
 def norm_backward_serial(dy, x, w, dx, dw, db, mean, rstd, center, has_w, want_dw, want_db):
-    nchunks, pdw, pdb = _chunk_partials(x.shape[0], x.shape[1], want_dw, want_db)
+    # chunks in order, each chunk's partials added to dw/db as it ends: _sum_chunks' additions
+    # in the same order, with one partial row instead of one per chunk (see kernels/cython)
+    nchunks = row_chunks(x.shape[0])
+    n = x.shape[1]
+    pdw = np.zeros(n if want_dw else 0)
+    pdb = np.zeros(n if want_db else 0)
+    dw[:] = 0.0
+    db[:] = 0.0
     for c in range(nchunks):
         _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db)
-    _finish_columns(pdw, pdb, dw, db, want_dw, want_db)
+        if want_dw:
+            _add_chunk(pdw, dw)
+            pdw[:] = 0.0
+        if want_db:
+            _add_chunk(pdb, db)
+            pdb[:] = 0.0
 
 
 @njit(parallel=True, **_OPTS)
 def norm_backward_parallel(dy, x, w, dx, dw, db, mean, rstd, center, has_w, want_dw, want_db):
     nchunks, pdw, pdb = _chunk_partials(x.shape[0], x.shape[1], want_dw, want_db)
     for c in prange(nchunks):
-        _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db)
+        _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw[c], pdb[c], want_dw,
+                        want_db)
     _finish_columns(pdw, pdb, dw, db, want_dw, want_db)
