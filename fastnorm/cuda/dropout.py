@@ -55,15 +55,17 @@ def _identity(x, name, out):
     return y
 
 
+def _threshold(p):
+    """The keep test's 32-bit threshold; 2^32 for p == 1, which no 32-bit word reaches."""
+    return np.uint64(1 << 32) if p == 1.0 else np.uint64(threshold(p))
+
+
 def _apply(x, p, seed, out, name):
     x, y, xf, yf, n = _flat(x, name, out)
     if n:
         dt = np.dtype(x.dtype).type
-        if p == 1.0:
-            scale, thr = dt(0), np.uint64(1 << 32)  # no 32-bit word reaches 2^32: all dropped
-        else:
-            scale, thr = dt(1.0 / (1.0 - p)), np.uint64(threshold(p))
-        K.dropout_apply[_grid((((n - 1) >> 8) + 1) << 6)](xf, yf, *_key(seed), thr, scale)
+        scale = dt(0) if p == 1.0 else dt(1.0 / (1.0 - p))  # p == 1: all dropped
+        K.dropout_apply[_grid((((n - 1) >> 8) + 1) << 6)](xf, yf, *_key(seed), _threshold(p), scale)
     return y
 
 
@@ -97,8 +99,7 @@ def dropout_mask(shape, p, seed):
     n = math.prod(shape)
     mask = cuda.device_array(n, np.bool_)
     if n:
-        thr = np.uint64(1 << 32) if p == 1.0 else np.uint64(threshold(p))
-        K.dropout_mask[_grid((((n - 1) >> 8) + 1) << 6)](mask, *_key(seed), thr)
+        K.dropout_mask[_grid((((n - 1) >> 8) + 1) << 6)](mask, *_key(seed), _threshold(p))
     return mask.reshape(shape)
 
 

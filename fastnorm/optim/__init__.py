@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from . import functional
+from . import _coef, functional
 from .functional import chunk_table, multi_step, pointer_table
 from .. import _validation as v
 from .._dispatch import device_module, on_device
@@ -316,8 +316,8 @@ class SGD(Optimizer):
                 first = True
         key = (id(g), first)
         if key not in coefs:
-            coefs[key] = functional.sgd_coef(g["lr"], g["momentum"], g["dampening"],
-                                             g["weight_decay"], g["nesterov"], g["maximize"], first)
+            coefs[key] = _coef.sgd_coef(g["lr"], g["momentum"], g["dampening"],
+                                        g["weight_decay"], g["nesterov"], g["maximize"], first)
         return (buf,), coefs[key]
 
     def _device_step(self, p, grad, g, state, slots, coef):
@@ -354,8 +354,8 @@ class Adagrad(Optimizer):
             state["sum"] = _full(p, g["initial_accumulator_value"])
         key = (id(g), state["step"])
         if key not in coefs:
-            coefs[key] = functional.adagrad_coef(g["lr"], g["lr_decay"], g["weight_decay"],
-                                                 g["eps"], g["maximize"], state["step"])
+            coefs[key] = _coef.adagrad_coef(g["lr"], g["lr_decay"], g["weight_decay"],
+                                            g["eps"], g["maximize"], state["step"])
         return (state["sum"],), coefs[key]
 
     def _device_step(self, p, grad, g, state, slots, coef):
@@ -382,8 +382,8 @@ class Adadelta(Optimizer):
     def _tensor(self, p, g, state, coefs):
         key = id(g)
         if key not in coefs:
-            coefs[key] = functional.adadelta_coef(g["lr"], g["rho"], g["eps"], g["weight_decay"],
-                                                  g["maximize"])
+            coefs[key] = _coef.adadelta_coef(g["lr"], g["rho"], g["eps"], g["weight_decay"],
+                                             g["maximize"])
         return (_zeros(state, "square_avg", p), _zeros(state, "acc_delta", p)), coefs[key]
 
     def _device_step(self, p, grad, g, state, slots, coef):
@@ -415,8 +415,8 @@ class RMSprop(Optimizer):
         ga = _zeros(state, "grad_avg", p) if g["centered"] else None
         key = id(g)
         if key not in coefs:
-            coefs[key] = functional.rmsprop_coef(g["lr"], g["alpha"], g["eps"], g["weight_decay"],
-                                                 g["momentum"], g["centered"], g["maximize"])
+            coefs[key] = _coef.rmsprop_coef(g["lr"], g["alpha"], g["eps"], g["weight_decay"],
+                                            g["momentum"], g["centered"], g["maximize"])
         return (sq, ga, buf), coefs[key]
 
     def _device_step(self, p, grad, g, state, slots, coef):
@@ -467,7 +467,7 @@ class Adam(Optimizer):
         key = (id(g), state["step"])
         if key not in coefs:
             b1, b2 = g["betas"]
-            coefs[key] = functional.adam_coef(
+            coefs[key] = _coef.adam_coef(
                 g["lr"], b1, b2, g["eps"], g["weight_decay"], g["decoupled_weight_decay"],
                 g["amsgrad"], g["maximize"], state["step"])
         return (m, s, vmax), coefs[key]
