@@ -28,6 +28,7 @@ cdef extern from "lanes.h" nogil:
     double lanes_sum_f64(const double* x, Py_ssize_t n)
     double lanes_sqdev_f32(const float* x, Py_ssize_t n, double mean)
     double lanes_sqdev_f64(const double* x, Py_ssize_t n, double mean)
+    void lanes_prefetch_bytes(const void* p, Py_ssize_t nbytes)
     void lanes_grad_pf_f32(const float* dy, const float* w, const float* x, float* dx, Py_ssize_t n,
                            double mean, double rstd, double* sg, double* sgx)
     void lanes_grad_pf_f64(const double* dy, const double* w, const double* x, double* dx,
@@ -58,10 +59,13 @@ cdef inline void _centered_stats(const floating* x, Py_ssize_t n, bint center, d
 
 cdef inline void _forward_row(const floating* x, const floating* w, const floating* b, floating* y,
                               Py_ssize_t n, bint center, bint has_w, bint has_b, double eps,
-                              double* mean_out, double* rstd_out) noexcept nogil:
+                              double* mean_out, double* rstd_out, bint prefetch_next) noexcept nogil:
+    # prefetch_next: the next row (at x + n) exists; it is prefetched before the output pass
     cdef Py_ssize_t i
     cdef double mean, rstd
     _centered_stats(x, n, center, eps, &mean, &rstd)
+    if prefetch_next:
+        lanes_prefetch_bytes(x + n, n * sizeof(floating))
     # xhat in float64 (x - mean loses nothing), the affine part in the input's dtype
     if has_w and has_b:
         for i in range(n):
@@ -82,13 +86,15 @@ cdef void _forward(const floating* x, const floating* w, const floating* b, floa
     cdef Py_ssize_t r
     if nthreads <= 1:
         for r in range(m):
-            _forward_row(x + r * n, w, b, y + r * n, n, center, has_w, has_b, eps, mean + r, rstd + r)
+            _forward_row(x + r * n, w, b, y + r * n, n, center, has_w, has_b, eps, mean + r, rstd + r,
+                         r + 1 < m)
     else:
         # guided: rows are independent (any schedule gives the same bits); a thread slowed
         # by another process on its core no longer holds the whole call back, and each thread
         # still streams long contiguous runs of rows (dynamic 8-row chunks interleaved them)
         for r in prange(m, num_threads=nthreads, schedule="guided", chunksize=16):
-            _forward_row(x + r * n, w, b, y + r * n, n, center, has_w, has_b, eps, mean + r, rstd + r)
+            _forward_row(x + r * n, w, b, y + r * n, n, center, has_w, has_b, eps, mean + r, rstd + r,
+                         r + 1 < m)
 
 
 def norm_forward(cnp.ndarray x, cnp.ndarray w, cnp.ndarray b, cnp.ndarray y,

@@ -7,7 +7,7 @@ fixed order, so the result depends on the shape alone, never on the thread count
 
 Determinism contract (shared with kernels/cython/batch.pyx, bit for bit):
 - "segment" pieces: each (o, c) segment of ``inner`` elements is cut into pieces of ``chunk``
-  elements; a piece's mean is its 32-lane float64 sum (kernels/numba/norm.py ``_combine``, the
+  elements; a piece's mean is its 32-lane float64 sum (kernels/numba/lanes.py, the
   order of lanes.h) over its length, its m2 the 32-lane sum of squared deviations;
   piece moments are stored at [o, piece, c];
 - "column" pieces (small ``inner``, e.g. channels-last): blocks of ``rb`` rows; each column
@@ -23,7 +23,7 @@ Determinism contract (shared with kernels/cython/batch.pyx, bit for bit):
 import numpy as np
 from numba import njit, prange
 
-from .norm import _combine, _scratch, lanes
+from .lanes import lane_grad, lane_sqdev, lane_sum
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -38,25 +38,15 @@ def _work_chunks(items):
 
 
 @njit(inline="always", **_OPTS)
-def _piece_moments(x, acc):
+def _piece_moments(x):
     """(mean, m2) of a contiguous 1-D piece: 32-lane sum, then 32-lane squared deviations."""
     n = x.shape[0]
     n32 = n - n % 32
-    nl = lanes(n)
-    acc[:] = 0.0
-    for i in range(0, n32, 32):
-        for j in range(nl):
-            acc[j] += x[i + j]
-    s = _combine(acc)
+    s = lane_sum(x)
     for i in range(n32, n):
         s += x[i]
     mean = s / n
-    acc[:] = 0.0
-    for i in range(0, n32, 32):
-        for j in range(nl):
-            d = x[i + j] - mean
-            acc[j] += d * d
-    q = _combine(acc)
+    q = lane_sqdev(x, mean)
     for i in range(n32, n):
         d = x[i] - mean
         q += d * d
@@ -68,7 +58,6 @@ def _segment_moments_chunk(k, nk, x, chunk, pmean, pm2):
     outer, C, inner = x.shape
     npieces = pmean.shape[1]
     items = outer * C * npieces
-    acc = _scratch()
     for it in range(k * items // nk, (k + 1) * items // nk):
         p = it % npieces
         oc = it // npieces
@@ -76,7 +65,7 @@ def _segment_moments_chunk(k, nk, x, chunk, pmean, pm2):
         c = oc % C
         start = p * chunk
         stop = min(inner, start + chunk)
-        pmean[o, p, c], pm2[o, p, c] = _piece_moments(x[o, c, start:stop], acc)
+        pmean[o, p, c], pm2[o, p, c] = _piece_moments(x[o, c, start:stop])
 
 
 @njit(**_OPTS)
@@ -94,20 +83,11 @@ def segment_moments_parallel(x, chunk, pmean, pm2):
 
 
 @njit(inline="always", **_OPTS)
-def _piece_grad_sums(dy, x, mean, rstd, acc_g, acc_gx):
+def _piece_grad_sums(dy, x, mean, rstd):
     """(sum dy, sum dy * ((x - mean) * rstd)) of a piece, 32 lanes each (lanes.h's grad order)."""
     n = x.shape[0]
     n32 = n - n % 32
-    nl = lanes(n)
-    acc_g[:] = 0.0
-    acc_gx[:] = 0.0
-    for i in range(0, n32, 32):
-        for j in range(nl):
-            g = np.float64(dy[i + j])
-            acc_g[j] += g
-            acc_gx[j] += g * ((x[i + j] - mean) * rstd)
-    sg = _combine(acc_g)
-    sgx = _combine(acc_gx)
+    sg, sgx = lane_grad(dy, x, mean, rstd)
     for i in range(n32, n):
         g = np.float64(dy[i])
         sg += g
@@ -120,8 +100,6 @@ def _segment_grad_chunk(k, nk, dy, x, mean, rstd, chunk, psg, psgx):
     outer, C, inner = x.shape
     npieces = psg.shape[1]
     items = outer * C * npieces
-    acc_g = _scratch()
-    acc_gx = _scratch()
     po = 1 if mean.shape[0] > 1 else 0
     for it in range(k * items // nk, (k + 1) * items // nk):
         p = it % npieces
@@ -131,7 +109,7 @@ def _segment_grad_chunk(k, nk, dy, x, mean, rstd, chunk, psg, psgx):
         start = p * chunk
         stop = min(inner, start + chunk)
         psg[o, p, c], psgx[o, p, c] = _piece_grad_sums(
-            dy[o, c, start:stop], x[o, c, start:stop], mean[o * po, c], rstd[o * po, c], acc_g, acc_gx)
+            dy[o, c, start:stop], x[o, c, start:stop], mean[o * po, c], rstd[o * po, c])
 
 
 @njit(**_OPTS)
@@ -396,7 +374,7 @@ def grad_apply_parallel(dy, x, mean, A, B, Cc, dx):
 
 
 @njit(inline="always", **_OPTS)
-def _group_row(r, x, per, chunk, w, b, eps, y, mean, m2, acc):
+def _group_row(r, x, per, chunk, w, b, eps, y, mean, m2):
     """Row r = (n, g) of x (N, G, L): its statistics (the pieces and merge of
     ``segment_moments`` + ``merge_pieces``), then y for its ``per`` channels while the row is
     still in cache."""
@@ -411,7 +389,7 @@ def _group_row(r, x, per, chunk, w, b, eps, y, mean, m2, acc):
     qa = 0.0
     for start in range(0, L, chunk):
         stop = min(L, start + chunk)
-        mb, qb = _piece_moments(xr[start:stop], acc)
+        mb, qb = _piece_moments(xr[start:stop])
         nb = np.float64(stop - start)
         if na == 0.0:
             na, ma, qa = nb, mb, qb
@@ -434,9 +412,8 @@ def _group_row(r, x, per, chunk, w, b, eps, y, mean, m2, acc):
 @njit(inline="always", **_OPTS)
 def _group_chunk(k, nk, x, per, chunk, w, b, eps, y, mean, m2):
     rows = x.shape[0] * x.shape[1]
-    acc = _scratch()
     for r in range(k * rows // nk, (k + 1) * rows // nk):
-        _group_row(r, x, per, chunk, w, b, eps, y, mean, m2, acc)
+        _group_row(r, x, per, chunk, w, b, eps, y, mean, m2)
 
 
 @njit(**_OPTS)
@@ -454,7 +431,7 @@ def group_forward_parallel(x, per, chunk, w, b, eps, y, mean, m2):
 
 
 @njit(inline="always", **_OPTS)
-def _group_grad_row(r, dy, x, per, chunk, w, mean, rstd, dx, s1, s2, acc_g, acc_gx):
+def _group_grad_row(r, dy, x, per, chunk, w, mean, rstd, dx, s1, s2):
     """Row r = (n, g) of the InstanceNorm/GroupNorm backward with the row's own statistics:
     per-channel sums (pieces added in order from 0), the group's sums of w_c * those (channels
     in order), then dx = (A * dy + B * (x - mean)) + C for the row, still in cache."""
@@ -473,7 +450,7 @@ def _group_grad_row(r, dy, x, per, chunk, w, mean, rstd, dx, s1, s2, acc_g, acc_
         b = 0.0
         for start in range(j * inner, (j + 1) * inner, chunk):
             stop = min((j + 1) * inner, start + chunk)
-            pa, pb = _piece_grad_sums(dy[n, g, start:stop], x[n, g, start:stop], mu, rs, acc_g, acc_gx)
+            pa, pb = _piece_grad_sums(dy[n, g, start:stop], x[n, g, start:stop], mu, rs)
             a += pa
             b += pb
         s1[n, c] = a
@@ -494,10 +471,8 @@ def _group_grad_row(r, dy, x, per, chunk, w, mean, rstd, dx, s1, s2, acc_g, acc_
 @njit(inline="always", **_OPTS)
 def _group_grad_chunk(k, nk, dy, x, per, chunk, w, mean, rstd, dx, s1, s2):
     rows = x.shape[0] * x.shape[1]
-    acc_g = _scratch()
-    acc_gx = _scratch()
     for r in range(k * rows // nk, (k + 1) * rows // nk):
-        _group_grad_row(r, dy, x, per, chunk, w, mean, rstd, dx, s1, s2, acc_g, acc_gx)
+        _group_grad_row(r, dy, x, per, chunk, w, mean, rstd, dx, s1, s2)
 
 
 @njit(**_OPTS)

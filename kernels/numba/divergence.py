@@ -20,7 +20,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
-from .norm import _combine, _scratch
+from .lanes import lane_sum
+from .norm import _scratch
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -210,15 +211,11 @@ def _term(mode, x, y):
 
 
 @njit(inline="always", **_OPTS)
-def _lane_sum(x, acc):
+def _lane_sum(x):
     """sum of x in the fixed 32-lane order (float64)."""
     n = x.shape[0]
     n32 = n - n % 32
-    acc[:] = 0.0
-    for i in range(0, n32, 32):
-        for j in range(32):
-            acc[j] += np.float64(x[i + j])
-    s = _combine(acc)
+    s = lane_sum(x)
     for i in range(n32, n):
         s += np.float64(x[i])
     return s
@@ -233,11 +230,11 @@ def _terms(mode, p, q, rp, rq, buf):
 
 
 @njit(inline="always", **_OPTS)
-def _div_row(mode, p, q, acc, buf):
+def _div_row(mode, p, q, buf):
     """Divergence ``mode`` of one row, inputs normalized by their sums (scipy: pk / sum(pk))."""
     n = p.shape[0]
-    rp = 1.0 / _lane_sum(p, acc)
-    rq = rp if mode == ENTROPY else 1.0 / _lane_sum(q, acc)
+    rp = 1.0 / _lane_sum(p)
+    rq = rp if mode == ENTROPY else 1.0 / _lane_sum(q)
     b = buf[:n]
     if mode == ENTROPY:
         _terms(ENTROPY, p, q, rp, rq, b)
@@ -247,11 +244,11 @@ def _div_row(mode, p, q, acc, buf):
         _terms(CROSS, p, q, rp, rq, b)
     else:
         _terms(JS, p, q, rp, rq, b)
-    s = _lane_sum(b, acc)
+    s = _lane_sum(b)
     if mode == KL and s == np.inf:
         # inf: q = 0 < p, or p/q overflowed (q subnormal): the exact pass tells them apart
         _terms(KL_EXACT, p, q, rp, rq, b)
-        s = _lane_sum(b, acc)
+        s = _lane_sum(b)
     return s
 
 
@@ -263,10 +260,9 @@ def row_chunks(m):
 @njit(inline="always", **_OPTS)
 def _div_chunk(c, nchunks, mode, p, q, out):
     m, n = p.shape
-    acc = _scratch()
     buf = np.empty(n)
     for r in range(c * m // nchunks, (c + 1) * m // nchunks):
-        out[r] = _div_row(mode, p[r], q[r], acc, buf)
+        out[r] = _div_row(mode, p[r], q[r], buf)
 
 
 @njit(**_OPTS)
@@ -322,18 +318,18 @@ def _exps(x, mx, e):
 
 
 @njit(inline="always", **_OPTS)
-def _exp_sum(x, mx, e, acc):
+def _exp_sum(x, mx, e):
     """sum exp(x - mx) in lanes; e[:n] holds the exponentials."""
     b = e[:x.shape[0]]
     _exps(x, mx, b)
-    return _lane_sum(b, acc)
+    return _lane_sum(b)
 
 
 @njit(inline="always", **_OPTS)
 def _softmax_row(x, y, log, e, acc):
     n = x.shape[0]
     mx = _row_max(x, acc)
-    s = _exp_sum(x, mx, e, acc)
+    s = _exp_sum(x, mx, e)
     if log:
         ls = flog(s)  # (x - mx) - log s: exact differences, then one rounding
         for i in range(n):
@@ -382,7 +378,7 @@ def _sce_row(x, label, w, has_w, wsum, ignore_index, eps, g, want_grad, dx, e, s
                 dx[i] = 0.0
         return 0.0
     mx = _row_max(x, acc)
-    s = _exp_sum(x, mx, e, acc)
+    s = _exp_sum(x, mx, e)
     ls = flog(s)  # lse - x_c computed as log s - (x_c - mx): no rounding at lse's magnitude
     wy = w[label] if has_w else 1.0
     loss = (1.0 - eps) * (wy * (ls - (x[label] - mx)))
@@ -390,7 +386,7 @@ def _sce_row(x, label, w, has_w, wsum, ignore_index, eps, g, want_grad, dx, e, s
     if eps > 0.0:
         for i in range(n):  # the smoothing term's summands, summed in lanes
             sbuf[i] = (ls - (x[i] - mx)) * (w[i] if has_w else 1.0)
-        loss += eb * _lane_sum(sbuf[:n], acc)
+        loss += eb * _lane_sum(sbuf[:n])
     if want_grad:
         a = (1.0 - eps) * wy + eb * wsum
         rs = 1.0 / s

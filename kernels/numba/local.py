@@ -24,6 +24,7 @@ No fused multiply-adds (Numba does not contract without fastmath).
 import numpy as np
 from numba import njit, prange
 
+from .lanes import lane_abs, lane_dot, lane_sqdev
 from .norm import _combine, _scratch, lanes
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
@@ -276,21 +277,16 @@ def _row_sum(x, p, mode, acc):
             if v > m or v != v:
                 m = v
         return m
-    acc[:] = 0.0
     if mode == 2:
-        for i in range(0, n32, 32):
-            for j in range(nl):
-                d = x[i + j] - 0.0
-                acc[j] += d * d
+        s = lane_sqdev(x, 0.0)
     elif mode == 1:
-        for i in range(0, n32, 32):
-            for j in range(nl):
-                acc[j] += abs(np.float64(x[i + j]))
+        s = lane_abs(x)
     else:
+        acc[:] = 0.0
         for i in range(0, n32, 32):
             for j in range(nl):
                 acc[j] += abs(np.float64(x[i + j])) ** p
-    s = _combine(acc)
+        s = _combine(acc)
     for i in range(n32, n):
         if mode == 2:
             d = x[i] - 0.0
@@ -313,16 +309,11 @@ def _root(s, p, mode):
 
 
 @njit(inline="always", **_OPTS)
-def _row_dot(dy, x, acc):
+def _row_dot(dy, x):
     """sum dy * x in float64 over 32 lanes (lanes_grad's sgx with w absent, mean 0, rstd 1)."""
     n = x.shape[0]
     n32 = n - n % 32
-    nl = lanes(n)
-    acc[:] = 0.0
-    for i in range(0, n32, 32):
-        for j in range(nl):
-            acc[j] += np.float64(dy[i + j]) * ((x[i + j] - 0.0) * 1.0)
-    s = _combine(acc)
+    s = lane_dot(dy, x)
     for i in range(n32, n):
         s = s + np.float64(dy[i]) * ((x[i] - 0.0) * 1.0)
     return s
@@ -402,7 +393,7 @@ def _lp_rows_backward_chunk(ch, nchunks, dy, x, g, dx, norms, dots, p, mode, eps
         dyr = dy[r]
         dxr = dx[r]
         nrm = _root(_row_sum(xr, p, mode, acc), p, mode)
-        dot = _row_dot(dyr, xr, acc)
+        dot = _row_dot(dyr, xr)
         norms[r] = nrm
         dots[r] = dot
         cnt = 0.0

@@ -7,7 +7,8 @@ Determinism contract (shared with kernels/cython/norm.pyx, bit for bit):
 - every row sum is taken in float64 over 32 interleaved lanes (lane j holds elements
   32k + j), combined lane-wise as v[j] = (l[j]+l[8+j])+(l[16+j]+l[24+j]) for j < 8, then
   ((v0+v1)+(v2+v3))+((v4+v5)+(v6+v7)), then the tail (n % 32 elements) added in order
-  (kernels/cython/lanes.h does the same with SIMD vectors);
+  (kernels/numba/lanes.py emits it as LLVM vector code, kernels/cython/lanes.h with SIMD
+  vector extensions; ``_combine`` below is the same order over a 32-element array);
 - the column sums of the backward (dweight, dbias) are taken over fixed row chunks
   (``row_chunks(m)``, a function of the row count only), chunk partials added in order;
 - no fused multiply-adds (Numba does not contract without fastmath).
@@ -17,6 +18,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .lanes import lane_grad_pf, lane_grad_w_pf, lane_sqdev, lane_sum
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -43,7 +46,7 @@ def _prefetcher(write):
     return prefetch
 
 
-_prefetch_read, _prefetch_write = _prefetcher(False), _prefetcher(True)
+_prefetch_read = _prefetcher(False)
 
 
 @njit(inline="always", **_OPTS)
@@ -84,28 +87,17 @@ def _combine(acc):
 
 
 @njit(inline="always", **_OPTS)
-def _centered_stats(x, center, eps, acc):
-    """(mean, 1/sqrt(var + eps)) of one row; mean is 0 when not centering (RMS).
-    ``acc``: 32 float64 of scratch (allocated per chunk of rows: allocation is costly)."""
+def _centered_stats(x, center, eps):
+    """(mean, 1/sqrt(var + eps)) of one row; mean is 0 when not centering (RMS)."""
     n = x.shape[0]
     n32 = n - n % 32
-    nl = lanes(n)
     mean = 0.0
     if center:
-        acc[:] = 0.0
-        for i in range(0, n32, 32):
-            for j in range(nl):
-                acc[j] += x[i + j]
-        s = _combine(acc)
+        s = lane_sum(x)
         for i in range(n32, n):
             s += x[i]
         mean = s / n
-    acc[:] = 0.0
-    for i in range(0, n32, 32):
-        for j in range(nl):
-            d = x[i + j] - mean
-            acc[j] += d * d
-    q = _combine(acc)
+    q = lane_sqdev(x, mean)
     for i in range(n32, n):
         d = x[i] - mean
         q += d * d
@@ -113,9 +105,13 @@ def _centered_stats(x, center, eps, acc):
 
 
 @njit(inline="always", **_OPTS)
-def _forward_row(x, w, b, y, center, has_w, has_b, eps, acc):
-    mean, rstd = _centered_stats(x, center, eps, acc)
+def _forward_row(x, w, b, y, center, has_w, has_b, eps, nx):
+    """y of one row; ``nx``: the next row, prefetched between the statistics and the output
+    pass (which reads only L1), so memory stays busy through it (no value changes)."""
+    mean, rstd = _centered_stats(x, center, eps)
     n = x.shape[0]
+    for k in range(0, n, 64 // x.itemsize):
+        _prefetch_read(nx, k)
     # xhat in float64 (x - mean loses nothing), rounded to y's dtype, then the affine part in
     # that dtype (y[i] holds the rounded xhat; reading x[i] first keeps y is x safe)
     if has_w and has_b:
@@ -135,9 +131,9 @@ def _forward_row(x, w, b, y, center, has_w, has_b, eps, acc):
 @njit(inline="always", **_OPTS)
 def _forward_chunk(c, nchunks, x, w, b, y, mean, rstd, center, has_w, has_b, eps):
     m = x.shape[0]
-    acc = _scratch()
     for r in range(c * m // nchunks, (c + 1) * m // nchunks):
-        mean[r], rstd[r] = _forward_row(x[r], w, b, y[r], center, has_w, has_b, eps, acc)
+        # the last row prefetches itself (already in cache: harmless)
+        mean[r], rstd[r] = _forward_row(x[r], w, b, y[r], center, has_w, has_b, eps, x[min(r + 1, m - 1)])
 
 
 @njit(**_OPTS)
@@ -155,32 +151,19 @@ def norm_forward_parallel(x, w, b, y, mean, rstd, center, has_w, has_b, eps):
 
 
 @njit(inline="always", **_OPTS)
-def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db, acc_g, acc_gx,
-                  ndy, nx):
+def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db, ndy, nx):
     """dx of one row; adds dy*xhat to pdw and dy to pdb (float64 chunk partials).
-    ``acc_g``, ``acc_gx``: 32 float64 of scratch each. ``ndy``, ``nx``: the next row's dy and
-    x, prefetched with this row's dx (for writing) during the sums pass, so that memory is
-    already busy with the next row while the dx pass reads only L1 (no value changes). Here,
-    unlike kernels/cython/lanes.h, not during the dx pass: a prefetch there keeps LLVM from
-    vectorizing its loop."""
+    ``ndy``, ``nx``: the next row's dy and x, prefetched with this row's dx (for writing)
+    during the sums pass, so that memory is already busy with the next row while the dx pass
+    reads only L1 (no value changes). Here, unlike kernels/cython/lanes.h, not during the dx
+    pass: a prefetch there keeps LLVM from vectorizing its loop."""
     n = x.shape[0]
     n32 = n - n % 32
-    nl = lanes(n)
-    line = 64 // dx.itemsize  # elements per cache line
     # sum(g) and sum(g * xhat), g = dy * w, over 32 lanes each
-    acc_g[:] = 0.0
-    acc_gx[:] = 0.0
-    for i in range(0, n32, 32):
-        for k in range(0, 32, line):
-            _prefetch_write(dx, i + k)
-            _prefetch_read(ndy, i + k)
-            _prefetch_read(nx, i + k)
-        for j in range(nl):
-            g = dy[i + j] * (w[i + j] if has_w else 1.0)
-            acc_g[j] += g
-            acc_gx[j] += g * ((x[i + j] - mean) * rstd)
-    sg = _combine(acc_g)
-    sgx = _combine(acc_gx)
+    if has_w:
+        sg, sgx = lane_grad_w_pf(dy, w, x, dx, ndy, nx, mean, rstd)
+    else:
+        sg, sgx = lane_grad_pf(dy, x, dx, ndy, nx, mean, rstd)
     for i in range(n32, n):
         g = dy[i] * (w[i] if has_w else 1.0)
         sg += g
@@ -202,12 +185,10 @@ def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, wa
 def _backward_chunk(c, nchunks, dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db):
     """Rows of chunk c; their dy*xhat and dy are added to the partial rows pdw and pdb."""
     m = x.shape[0]
-    acc_g = _scratch()
-    acc_gx = _scratch()
     for r in range(c * m // nchunks, (c + 1) * m // nchunks):
         nr = min(r + 1, m - 1)  # the next row (the last row prefetches itself: no-op)
         _backward_row(dy[r], x[r], w, dx[r], mean[r], rstd[r], center, has_w,
-                      pdw, pdb, want_dw, want_db, acc_g, acc_gx, dy[nr], x[nr])
+                      pdw, pdb, want_dw, want_db, dy[nr], x[nr])
 
 
 @njit(inline="always", **_OPTS)
