@@ -20,6 +20,7 @@ cdef extern from "lanes.h" nogil:
     double lanes_sum_f64(const double* x, Py_ssize_t n)
     double lanes_sqdev_f32(const float* x, Py_ssize_t n, double mean)
     double lanes_sqdev_f64(const double* x, Py_ssize_t n, double mean)
+    void lanes_prefetch_bytes(const void* p, Py_ssize_t nbytes)
     void lanes_grad_f32(const float* dy, const float* w, const float* x, Py_ssize_t n,
                         double mean, double rstd, double* sg, double* sgx)
     void lanes_grad_f64(const double* dy, const double* w, const double* x, Py_ssize_t n,
@@ -33,13 +34,21 @@ cdef inline Py_ssize_t _min(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 # ---------------------------------------------------------------- segment pieces
 
 
-cdef inline void _piece(const floating* x, Py_ssize_t n, double* mean, double* m2) noexcept nogil:
+cdef inline void _piece(const floating* x, Py_ssize_t n, double* mean, double* m2,
+                       Py_ssize_t next_n=0) noexcept nogil:
+    """(mean, m2) of the n elements at x; prefetches the next_n elements that follow them
+    between the sum (from memory) and the squared deviations (from L1), so that memory
+    stays busy through the second pass (no value changes)."""
     cdef double mu
     if floating is float:
         mu = lanes_sum_f32(x, n) / n
-        m2[0] = lanes_sqdev_f32(x, n, mu)
     else:
         mu = lanes_sum_f64(x, n) / n
+    if next_n > 0:
+        lanes_prefetch_bytes(x + n, next_n * sizeof(floating))
+    if floating is float:
+        m2[0] = lanes_sqdev_f32(x, n, mu)
+    else:
         m2[0] = lanes_sqdev_f64(x, n, mu)
     mean[0] = mu
 
@@ -56,7 +65,10 @@ cdef void _segment_moments(const floating* x, Py_ssize_t outer, Py_ssize_t C, Py
             c = oc % C
             start = p * chunk
             at = (o * npieces + p) * C + c
-            _piece(x + oc * inner + start, _min(inner, start + chunk) - start, pmean + at, pm2 + at)
+            # the next item's piece starts where this one ends (pieces tile the segments, the
+            # segments tile x): prefetch up to a chunk of it
+            _piece(x + oc * inner + start, _min(inner, start + chunk) - start, pmean + at, pm2 + at,
+                   _min(chunk, outer * C * inner - oc * inner - _min(inner, start + chunk)))
     else:
         for it in prange(items, num_threads=nthreads, schedule="static"):
             p = it % npieces
@@ -65,7 +77,10 @@ cdef void _segment_moments(const floating* x, Py_ssize_t outer, Py_ssize_t C, Py
             c = oc % C
             start = p * chunk
             at = (o * npieces + p) * C + c
-            _piece(x + oc * inner + start, _min(inner, start + chunk) - start, pmean + at, pm2 + at)
+            # the next item's piece starts where this one ends (pieces tile the segments, the
+            # segments tile x): prefetch up to a chunk of it
+            _piece(x + oc * inner + start, _min(inner, start + chunk) - start, pmean + at, pm2 + at,
+                   _min(chunk, outer * C * inner - oc * inner - _min(inner, start + chunk)))
 
 
 def segment_moments(cnp.ndarray x, Py_ssize_t chunk, cnp.ndarray pmean, cnp.ndarray pm2, int nthreads):

@@ -70,12 +70,15 @@ static inline double lanes_combine(f64x8 a0, f64x8 a1, f64x8 a2, f64x8 a3) {
  * and the stores' read-for-ownership of dx all stall the first pass (1 thread, 32768x1024
  * float32: 27 ms -> 19 ms; the same loops on cached rows take 14 ms).
  */
-/* prefetches the nbytes at p for reading, one 64-byte line at a time (no value changes): the
- * LayerNorm/RMSNorm forward prefetches the next row this way between a row's statistics and
- * its output pass, which reads only L1, so memory stays busy through it (1 thread, 32768x1024
- * float32, interleaved medians: about 25% faster; 2 threads: about 5%) */
+/* prefetches the first nbytes (at most LANES_PREFETCH_MAX: more would not stay in L1) at p
+ * for reading, one 64-byte line at a time; no value changes. The LayerNorm/RMSNorm forward
+ * prefetches the next row this way between a row's statistics and its output pass, which reads
+ * only L1, so memory stays busy through it (1 thread, 32768x1024 float32, interleaved medians:
+ * about 25% faster; 2 threads: about 5%); the batch statistics prefetch the next piece. */
+#define LANES_PREFETCH_MAX 16384
 static inline void lanes_prefetch_bytes(const void *p, ptrdiff_t nbytes) {
     ptrdiff_t k;
+    if (nbytes > LANES_PREFETCH_MAX) nbytes = LANES_PREFETCH_MAX;
     for (k = 0; k < nbytes; k += 64) __builtin_prefetch((const char *)p + k, 0, 3);
 }
 

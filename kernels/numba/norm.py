@@ -47,6 +47,9 @@ def _prefetcher(write):
 
 
 _prefetch_read = _prefetcher(False)
+#: bytes prefetched ahead at most (kernels/cython/lanes.h's LANES_PREFETCH_MAX): more would
+#: not stay in L1
+PREFETCH_MAX = 16384
 
 
 @njit(inline="always", **_OPTS)
@@ -110,7 +113,7 @@ def _forward_row(x, w, b, y, center, has_w, has_b, eps, nx):
     pass (which reads only L1), so memory stays busy through it (no value changes)."""
     mean, rstd = _centered_stats(x, center, eps)
     n = x.shape[0]
-    for k in range(0, n, 64 // x.itemsize):
+    for k in range(0, min(n, PREFETCH_MAX // x.itemsize), 64 // x.itemsize):
         _prefetch_read(nx, k)
     # xhat in float64 (x - mean loses nothing), rounded to y's dtype, then the affine part in
     # that dtype (y[i] holds the rounded xhat; reading x[i] first keeps y is x safe)

@@ -1,0 +1,70 @@
+"""kernels/numba/lanes.py: the 32-lane float64 sums emitted as LLVM vector code.
+
+Each intrinsic must give exactly the fixed-order sum of the determinism contract (lane j sums
+elements 32k + j in order; lanes combined (l[j]+l[8+j])+(l[16+j]+l[24+j]), then a tree) over
+the first n - n % 32 elements, here checked bit for bit against that order written in NumPy.
+"""
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+from numba import njit  # noqa: E402
+
+from fastnorm.kernels.numba import lanes as L  # noqa: E402
+
+LENGTHS = (0, 1, 31, 32, 33, 64, 100, 1024, 4099)
+
+
+def lane_order(terms):
+    """The contract's sum of float64 ``terms`` over their first n - n % 32 elements."""
+    n32 = len(terms) - len(terms) % 32
+    acc = np.zeros(32)
+    for block in terms[:n32].reshape(-1, 32):
+        acc = acc + block  # lane j += element 32k + j, k in order
+    v = (acc[0:8] + acc[8:16]) + (acc[16:24] + acc[24:32])
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
+
+
+@njit(cache=False)
+def _all(x, dy, w, dx, mean, rstd):
+    return (L.lane_sum(x), L.lane_sqdev(x, mean), L.lane_abs(x), L.lane_dot(dy, x),
+            L.lane_grad(dy, x, mean, rstd), L.lane_grad_w(dy, w, x, mean, rstd),
+            L.lane_grad_pf(dy, x, dx, dy, x, mean, rstd),
+            L.lane_grad_w_pf(dy, w, x, dx, dy, x, mean, rstd))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", LENGTHS)
+def test_lane_sums_follow_the_fixed_order(dtype, n):
+    rng = np.random.default_rng(n)
+    # an offset and a spread of magnitudes make every reordering show in the last bits
+    x = (rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n) + 7.0).astype(dtype)
+    dy = rng.standard_normal(n).astype(dtype)
+    w = rng.standard_normal(n).astype(dtype)
+    mean, rstd = 7.125, 0.3
+    got = _all(x, dy, w, np.empty_like(x), mean, rstd)
+    x64, dy64, w64 = (a.astype(np.float64) for a in (x, dy, w))
+    g = dy64 * w64
+    want = (lane_order(x64), lane_order((x64 - mean) ** 2), lane_order(np.abs(x64)),
+            lane_order(dy64 * x64),
+            (lane_order(dy64), lane_order(dy64 * ((x64 - mean) * rstd))),
+            (lane_order(g), lane_order(g * ((x64 - mean) * rstd))))
+    want = want + want[4:6]  # the prefetching variants give the same sums
+    for name, a, b in zip(["sum", "sqdev", "abs", "dot", "grad", "grad_w", "grad_pf", "grad_w_pf"],
+                          got, want):
+        assert np.array_equal(np.asarray(a), np.asarray(b)), f"lane_{name}, n={n}: {a!r} != {b!r}"
+
+
+def test_nonfinite_values_propagate():
+    x = np.ones(64, np.float32)
+    x[40] = np.nan
+    assert np.isnan(_all(x, x, x, np.empty_like(x), 0.0, 1.0)[0])
+    x[40] = np.inf
+    assert _all(x, x, x, np.empty_like(x), 0.0, 1.0)[0] == np.inf
+
+
+def test_rejects_strided_rows():
+    """A non-contiguous row would be read as if contiguous: the typer refuses it."""
+    x = np.ones(64, np.float32)[::2]
+    with pytest.raises(Exception, match="(?i)lane_sum|typing|resolution"):
+        njit(lambda a: L.lane_sum(a))(x)
