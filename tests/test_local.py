@@ -302,6 +302,34 @@ def test_weight_norm_bitwise_across_backends_and_threads():
     all_backends_threads(lambda: fn.weight_norm(v.T.copy(), g, axis=1))
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2, None])
+def test_weight_norm_backward_out(backend, dtype, axis):
+    """out receives dv, bit for bit the returned dv, also when it is dw or v (in place) or a
+    strided view; a wrong out raises before anything is written."""
+    rng = np.random.default_rng(16)
+    v = rng.standard_normal((5, 4, 3)).astype(dtype)
+    dw = rng.standard_normal(v.shape).astype(dtype)
+    g = (rng.standard_normal(1 if axis is None else v.shape[axis]) + 2).astype(dtype)
+    want_dv, want_dg = fn.weight_norm_backward(dw, v, g, axis=axis)
+    out = np.zeros_like(v)
+    dv, dg = fn.weight_norm_backward(dw, v, g, axis=axis, out=out)
+    assert dv is out and np.array_equal(out, want_dv) and np.array_equal(dg, want_dg)
+    dwi = dw.copy()
+    assert fn.weight_norm_backward(dwi, v, g, axis=axis, out=dwi)[0] is dwi
+    assert np.array_equal(dwi, want_dv)
+    vi = v.copy()
+    assert fn.weight_norm_backward(dw, vi, g, axis=axis, out=vi)[0] is vi
+    assert np.array_equal(vi, want_dv)
+    big = np.zeros((5, 4, 6), dtype)
+    strided = big[:, :, ::2]
+    assert fn.weight_norm_backward(dw, v, g, axis=axis, out=strided)[0] is strided
+    assert np.array_equal(strided, want_dv) and not big[:, :, 1::2].any()
+    bad = np.full((5, 4), 7, dtype)
+    with pytest.raises(ValueError, match="out must have shape"):
+        fn.weight_norm_backward(dw, v, g, axis=axis, out=bad)
+    assert (bad == 7).all()
+
+
 # ---------------------------------------------------------------- cosine normalization
 
 

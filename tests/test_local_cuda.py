@@ -81,6 +81,10 @@ def test_weight_norm_on_device_matches_cpu(dtype, axis):
     want_dv, want_dg = fn.weight_norm_backward(dw, v, g, axis=axis)
     np.testing.assert_allclose(dv.copy_to_host(), want_dv, rtol=10 * TOL[dtype], atol=10 * TOL[dtype])
     np.testing.assert_allclose(dg.copy_to_host(), want_dg, rtol=10 * TOL[dtype], atol=10 * TOL[dtype])
+    out = cuda.device_array(v.shape, dtype)
+    dv2, _ = fn.weight_norm_backward(cuda.to_device(dw), cuda.to_device(v), g, axis=axis, out=out)
+    assert dv2 is out
+    np.testing.assert_array_equal(out.copy_to_host(), dv.copy_to_host())
     with pytest.raises(ValueError, match="g must"):
         fn.weight_norm(cuda.to_device(v), np.ones(7), axis=axis)
 

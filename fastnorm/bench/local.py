@@ -66,7 +66,7 @@ def _fn_wn(inp):
 
 
 def _fn_wn_backward(inp):
-    return partial(fn.weight_norm_backward, inp["dw"], inp["v"], inp["g"])
+    return partial(fn.weight_norm_backward, inp["dw"], inp["v"], inp["g"], out=_out(inp, "v"))
 
 
 def _fn_cos(inp):

@@ -142,12 +142,12 @@ def weight_norm(v, g, *, axis=0, out=None):
     return w
 
 
-def weight_norm_backward(dw, v, g, *, axis=0):
+def weight_norm_backward(dw, v, g, *, axis=0, out=None):
     """``fastnorm.functional.weight_norm_backward`` on device arrays: (dv, dg), dg in g's
-    shape, as device arrays."""
+    shape, as device arrays; ``out`` receives dv."""
     v, s3, g64, gshape = _wn(v, g, axis)
     dw = _device(dw, "dw", v.dtype, tuple(v.shape))
-    dv = cuda.device_array(tuple(v.shape), v.dtype)
+    dv = _out(out, tuple(v.shape), v.dtype)
     dg = cuda.device_array(s3[1], v.dtype)
     if v.size:
         K.wn_backward[_blocks(s3[1]), K.THREADS](dw.reshape(*s3), v.reshape(*s3), g64,

@@ -337,13 +337,14 @@ def weight_norm(v, g, *, axis=0, out=None):
 
 
 @device_variant
-def weight_norm_backward(dw, v, g, *, axis=0):
+def weight_norm_backward(dw, v, g, *, axis=0, out=None):
     """Gradients of ``weight_norm``: returns ``(dv, dg)`` (dg in g's shape), per slice
     (Salimans & Kingma, as in the seeds)::
 
         dg = (dw . v) / ||v||,     dv = (g / ||v||) dw - (g dg / ||v||^2) v
 
-    float64 throughout; the dot products and norms are fixed-order float64 sums.
+    float64 throughout; the dot products and norms are fixed-order float64 sums. ``out`` (an
+    extra of ours, as for ``weight_norm``) receives dv; it may be dw.
 
     Examples
     --------
@@ -358,15 +359,23 @@ def weight_norm_backward(dw, v, g, *, axis=0):
         raise ValueError(f"dw and v must have the same shape, got {dw.shape} and {v_.shape}")
     if dw.dtype != v_.dtype:
         raise TypeError(f"dw must have the dtype of v ({v_.dtype}), got {dw.dtype}")
+    if out is not None:
+        out = val.out_array(out, v_.shape, v_.dtype)
     if shape3 is None:
         vm, dwm = _moved(v_, axis), _moved(dw, axis)
         dvm = np.empty(vm.shape, v_.dtype)
         norms, dots = _pnorm_run(vm, (vm.shape[0], vm.shape[1], 1), g2, dvm, 2.0, 2, 0.0, True, dwm)
         moved_shape = (v_.shape[axis],) + tuple(s for i, s in enumerate(v_.shape) if i != axis)
-        dv = np.ascontiguousarray(np.moveaxis(dvm.reshape(moved_shape), 0, axis))
+        dv = np.moveaxis(dvm.reshape(moved_shape), 0, axis)
+        if out is None:
+            dv = np.ascontiguousarray(dv)
+        else:
+            out[...] = dv
+            dv = out
     else:
-        dv = np.empty(v_.shape, v_.dtype)
-        norms, dots = _pnorm_run(v_, shape3, g2, dv, 2.0, 2, 0.0, True, dw)
+        target = np.empty(v_.shape, v_.dtype) if out is None else val.kernel_target(out, v_, dw)
+        norms, dots = _pnorm_run(v_, shape3, g2, target, 2.0, 2, 0.0, True, dw)
+        dv = target if out is None else val.finish(out, target)
     with np.errstate(divide="ignore", invalid="ignore"):
         dg = (dots / norms).astype(v_.dtype).reshape(gshape)
     return dv, dg
