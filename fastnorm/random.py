@@ -178,7 +178,8 @@ def uniform(shape, low=0.0, high=1.0, *, seed=None, dtype=np.float64, offset=0, 
 def normal(shape, mean=0.0, std=1.0, *, seed=None, dtype=np.float64, offset=0, out=None):
     """Normal numbers ``mean + std * z`` (Box-Muller on words 2i, 2i + 1 of stream 1: z_i =
     sqrt(-2 ln u1) cos(2 pi u2), u1 = (w + 1/2) 2^-32, u2 = w' 2^-32), float64, rounded once
-    to ``dtype`` (torch's ``normal_``).
+    to ``dtype`` (torch's ``normal_``). ln and cos are fastnorm's own (fdlibm's algorithms, within
+    about 1 ulp of libm's, the same bits on both CPU backends; vectorized), so |z| <= 6.77 (u1 >= 2^-33).
 
     >>> import fastnorm.random as fr
     >>> z = fr.normal(100000, seed=3); round(float(z.mean()), 1), round(float(z.std()), 1)

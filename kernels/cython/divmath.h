@@ -1,5 +1,6 @@
 /* exp, log and the divergence summands, operation for operation those of
- * kernels/numba/divergence.py (fdlibm's algorithms; see the determinism contract there).
+ * kernels/numba/divergence.py (fdlibm's algorithms; see the determinism contract there), and
+ * the Box-Muller normal of two Philox words, those of kernels/numba/dropout.py.
  * Bit casts through memcpy; built with -ffp-contract=off, so no fused multiply-adds; the
  * selects are written as ternaries after both values are computed, so loops vectorize.
  */
@@ -116,6 +117,55 @@ static inline double dm_log(double x) {
     res = x < 0.0 ? NAN : res;
     res = !(x < INFINITY) ? x : res;
     return res;
+}
+
+/* cos(2 pi k / 2^32) within about 1 ulp, without a libm call (so the loop vectorizes and the
+ * numba twin gives the same bits): k = q 2^30 + r with r in [-2^29, 2^29), so the angle is
+ * q pi/2 + x with |x| <= pi/4, x = r (2 pi 2^-32) (r exact; one rounding); then fdlibm's
+ * __kernel_cos and __kernel_sin of x, both computed, the quadrant selecting. */
+#define DM_C1 4.16666666666666019037e-02
+#define DM_C2 -1.38888888888741095749e-03
+#define DM_C3 2.48015872894767294178e-05
+#define DM_C4 -2.75573143513906633035e-07
+#define DM_C5 2.08757232129817482790e-09
+#define DM_C6 -1.13596475577881948265e-11
+#define DM_S1 -1.66666666666666324348e-01
+#define DM_S2 8.33333333332248946124e-03
+#define DM_S3 -1.98412698298579493134e-04
+#define DM_S4 2.75573137070700676789e-06
+#define DM_S5 -2.50507602534068634195e-08
+#define DM_S6 1.58969099521155010221e-10
+#define DM_2PI_2M32 (6.283185307179586 / 4294967296.0) /* exact: a power-of-two scaling */
+#define DM_2M32 (1.0 / 4294967296.0)
+
+static inline double dm_cos2pi(uint32_t k) {
+    int64_t kk = (int64_t)k;
+    int64_t q = (kk + (INT64_C(1) << 29)) >> 30;
+    double x = (double)(kk - (q << 30)) * DM_2PI_2M32;
+    double z = x * x;
+    double hz = 0.5 * z;
+    double w = 1.0 - hz;
+    double rc = z * (DM_C1 + z * (DM_C2 + z * (DM_C3 + z * (DM_C4 + z * (DM_C5 + z * DM_C6)))));
+    double c = w + (((1.0 - w) - hz) + z * rc);
+    double rs = DM_S2 + z * (DM_S3 + z * (DM_S4 + z * (DM_S5 + z * DM_S6)));
+    double s = x + (z * x) * (DM_S1 + z * rs);
+    int64_t j = q & 3;
+    double odd = j == 1 ? -s : s;   /* j = 1: -sin, j = 3: sin */
+    double even = j == 0 ? c : -c;  /* j = 0: cos, j = 2: -cos */
+    return (j & 1) ? odd : even;
+}
+
+/* the standard normal of Philox words w1, w2 (Box-Muller, cosine branch):
+ * sqrt(-2 log u1) cos(2 pi u2), u1 = (w1 + 0.5) 2^-32 in (0, 1), u2 = w2 2^-32 */
+static inline double dm_normal(uint32_t w1, uint32_t w2) {
+    return sqrt(-2.0 * dm_log(((double)w1 + 0.5) * DM_2M32)) * dm_cos2pi(w2);
+}
+
+/* z[j] = dm_normal(w[2j], w[2j + 1]) for j in [j0, j1): the loop lives here, under this
+ * file's optimize pragma (GCC does not inline dm_normal into code compiled without it), and
+ * vectorizes */
+static inline void dm_normals(const uint32_t *w, ptrdiff_t j0, ptrdiff_t j1, double *z) {
+    for (ptrdiff_t j = j0; j < j1; j++) z[j] = dm_normal(w[2 * j], w[2 * j + 1]);
 }
 
 static inline double dm_entr(double x) {

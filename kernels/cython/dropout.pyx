@@ -6,7 +6,7 @@ backends give the same bits and the same results; the Philox tiles are in philox
 are validated by fastnorm: 1-D C-contiguous arrays, x/y of one float dtype.
 """
 from cython.parallel cimport prange
-from libc.math cimport cos, log, pow, sqrt, fabs
+from libc.math cimport pow, fabs
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 cimport numpy as cnp
 
@@ -15,6 +15,9 @@ cnp.import_array()
 ctypedef fused floating:
     float
     double
+
+cdef extern from "divmath.h" nogil:
+    void dm_normals(const uint32_t* w, Py_ssize_t j0, Py_ssize_t j1, double* z)
 
 cdef extern from "philox.h" nogil:
     void philox_tile(int64_t t, uint32_t stream, uint32_t k0, uint32_t k1, uint32_t r[4][64])
@@ -30,7 +33,6 @@ DEF REDUCE_CHUNK = 65536
 # not stay there anyway, and the stores then skip reading the destination first
 DEF STREAM_MIN = 1 << 20
 cdef double TWO_M32 = 2.0 ** -32
-cdef double TWO_PI = 6.283185307179586
 
 
 cdef inline int64_t _nchunks(int64_t offset, int64_t n) noexcept nogil:
@@ -99,29 +101,23 @@ cdef void _dropout_chunk(int64_t c, const floating* x, floating* y, int64_t n, i
         philox_sfence()
 
 
-cdef inline double _normal(const uint32_t* rf, int64_t j) noexcept nogil:
-    cdef double u1 = (<double>rf[2 * j] + 0.5) * TWO_M32
-    cdef double u2 = <double>rf[2 * j + 1] * TWO_M32
-    return sqrt(-2.0 * log(u1)) * cos(TWO_PI * u2)
-
-
 cdef void _normal_chunk(int64_t c, const floating* x, floating* y, int64_t n, int64_t offset,
                         uint32_t k0, uint32_t k1, double a, double b, int mode) noexcept nogil:
     cdef uint32_t r[4][64]
     cdef uint32_t* rf = &r[0][0]
     cdef int64_t t0, t1, t, j0, j1, d, j, i
-    cdef double z
+    cdef double z[128]
     _span(c, 2 * offset, 2 * n, &t0, &t1)
     for t in range(t0, t1):
         philox_tile(t, 1, k0, k1, r)
         _overlap(t, 2 * offset, 2 * n, &j0, &j1, &d)
+        dm_normals(rf, j0 >> 1, j1 >> 1, z)  # the normals of words [j0, j1) (Box-Muller)
         for j in range(j0 >> 1, j1 >> 1):
             i = j + (d >> 1)
-            z = a + b * _normal(rf, j)
             if mode == 0:
-                y[i] = <floating>z
+                y[i] = <floating>(a + b * z[j])
             else:
-                y[i] = <floating>(x[i] * z)
+                y[i] = <floating>(x[i] * (a + b * z[j]))
 
 
 cdef void _uniform_chunk(int64_t c, floating* y, int64_t n, int64_t offset, uint32_t k0,

@@ -15,13 +15,16 @@ on (seed, stream, i): any thread split, any backend (kernels/cython/philox.h doe
 C), any device, and any slice regenerated alone give the same bits.
 
 Streams: 0 for uniform bits (dropout's keep test, ``uniform``), 1 for normals (Box-Muller:
-normal ``i`` uses words 2i and 2i + 1 of stream 1).
+normal ``i`` uses words 2i and 2i + 1 of stream 1, with divergence.py's ``flog`` and our
+``_cos2pi``: no libm, the same bits as kernels/cython/divmath.h).
 
 The element loops take ``offset``, the stream index of their first element; they are pure
 functions of that index, so threads split the work in fixed chunks of tiles.
 """
 import numpy as np
 from numba import njit, prange
+
+from .divergence import flog
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -152,10 +155,39 @@ def _dropout_chunk(c, x, y, offset, k0, k1, thr, scale):
 
 @njit(inline="always", **_OPTS)
 def _normal(rf, j):
-    """The standard normal of tile position j (0 <= j < 128) from words 2j, 2j + 1 (Box-Muller)."""
+    """The standard normal of tile position j (0 <= j < 128) from words 2j, 2j + 1 (Box-Muller:
+    sqrt(-2 log u1) cos(2 pi u2), u1 = (w1 + 0.5) 2^-32, u2 = w2 2^-32), with fdlibm's log and
+    ``_cos2pi``: no libm calls, so the loop vectorizes (kernels/cython/divmath.h, same bits)."""
     u1 = (np.float64(rf[2 * j]) + 0.5) * TWO_M32
-    u2 = np.float64(rf[2 * j + 1]) * TWO_M32
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(TWO_PI * u2)
+    return np.sqrt(-2.0 * flog(u1)) * _cos2pi(rf[2 * j + 1])
+
+
+_C1, _C2, _C3 = 4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05
+_C4, _C5, _C6 = -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11
+_S1, _S2, _S3 = -1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.98412698298579493134e-04
+_S4, _S5, _S6 = 2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10
+_2PI_2M32 = TWO_PI * TWO_M32  # exact: a power-of-two scaling
+
+
+@njit(inline="always", **_OPTS)
+def _cos2pi(k):
+    """cos(2 pi k / 2^32) for a uint32 k within about 1 ulp: k = q 2^30 + r, r in
+    [-2^29, 2^29), so the angle is q pi/2 + x, |x| <= pi/4; fdlibm's __kernel_cos and
+    __kernel_sin of x, both computed, the quadrant selecting (kernels/cython/divmath.h)."""
+    kk = np.int64(k)
+    q = (kk + (np.int64(1) << 29)) >> 30
+    x = np.float64(kk - (q << 30)) * _2PI_2M32
+    z = x * x
+    hz = 0.5 * z
+    w = 1.0 - hz
+    rc = z * (_C1 + z * (_C2 + z * (_C3 + z * (_C4 + z * (_C5 + z * _C6)))))
+    c = w + (((1.0 - w) - hz) + z * rc)
+    rs = _S2 + z * (_S3 + z * (_S4 + z * (_S5 + z * _S6)))
+    s = x + (z * x) * (_S1 + z * rs)
+    j = q & 3
+    odd = -s if j == 1 else s
+    even = c if j == 0 else -c
+    return odd if (j & 1) else even
 
 
 @njit(inline="always", **_OPTS)
@@ -165,18 +197,21 @@ def _normal_chunk(c, x, y, offset, k0, k1, a, b, mode):
     n = y.shape[0]
     r = np.empty((4, TILE), np.uint32)
     rf = r.reshape(4 * TILE)
+    z = np.empty(2 * TILE)
     # in word units: normals [offset, offset + n) are words [2 offset, 2 offset + 2 n)
     t0, t1 = _span(c, 2 * offset, 2 * n)
     for t in range(t0, t1):
         _tile(t, 1, k0, k1, r)
         j0, j1, d = _overlap(t, 2 * offset, 2 * n)
+        # the tile's normals first: a loop of arithmetic alone, which vectorizes
+        for j in range(j0 >> 1, j1 >> 1):
+            z[j] = _normal(rf, j)
         for j in range(j0 >> 1, j1 >> 1):
             i = j + (d >> 1)
-            z = a + b * _normal(rf, j)
             if mode == 0:
-                y[i] = z
+                y[i] = a + b * z[j]
             else:
-                y[i] = x[i] * z
+                y[i] = x[i] * (a + b * z[j])
 
 
 @njit(inline="always", **_OPTS)
