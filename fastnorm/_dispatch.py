@@ -37,10 +37,35 @@ import threading
 import numpy as np
 
 BACKENDS = ("cython", "numba")
-# Below this many elements a call runs single-threaded: a thread-pool launch costs more
-# (waking a passive OpenMP thread costs ~10-50 us; numba's workqueue launch ~100 us).
-PARALLEL_MIN_WORK = 1 << 18
-NUMBA_PARALLEL_MIN_WORK = 1 << 19
+# Below this many elements a call runs single-threaded: a thread-pool launch costs more than
+# the second thread saves (waking a passive OpenMP thread costs ~10-50 us; numba's workqueue
+# launch ~100-150 us). Medians on this 2-core VM (2026-12-03), 1 thread vs 2:
+#   layer_norm 512x1024    cython 162 vs 179 us   numba  189 vs 276 us
+#   layer_norm 1024x1024   cython 307 vs 293 us   numba  398 vs 486 us
+#   layer_norm 2048x1024   cython 743 vs 559 us   numba 1057 vs 733 us
+#   sgd momentum 2^19      cython 127 vs 189 us   numba  140 vs 319 us
+#   sgd momentum 2^20      cython 244 vs 247 us   numba  252 vs 391 us
+# (2^18 and 2^19 before: medium calls ran up to 1.5x slower on two threads.) Machines with
+# cheaper wake-ups (no hypervisor, more cores) gain from lower values: the environment
+# variables FASTNORM_PARALLEL_MIN_WORK and FASTNORM_NUMBA_PARALLEL_MIN_WORK, read at import,
+# set them (the tests set the old values, to run the parallel paths on smaller arrays).
+
+
+def _min_work(name, default):
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer (elements), got {text!r}")
+    return value
+
+
+PARALLEL_MIN_WORK = _min_work("FASTNORM_PARALLEL_MIN_WORK", 1 << 20)
+NUMBA_PARALLEL_MIN_WORK = _min_work("FASTNORM_NUMBA_PARALLEL_MIN_WORK", 1 << 21)
 
 #: kernel group -> backend -> the module holding its loops (kernels/ installs as fastnorm.kernels).
 #: Imported on first use: numba's modules JIT-compile, and the cython ones may not be built.

@@ -12,6 +12,11 @@ machine with a GPU); numba reads the variable at its first import, hence here.
 import os
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+# the parallel paths from smaller arrays than the defaults (2^20, 2^21 elements) ask: the
+# tests' shapes (and the subprocesses they start) exceed these; test_dispatch_thresholds.py
+# checks the defaults
+os.environ.setdefault("FASTNORM_PARALLEL_MIN_WORK", str(1 << 18))
+os.environ.setdefault("FASTNORM_NUMBA_PARALLEL_MIN_WORK", str(1 << 19))
 
 # tests/distributed/ needs every MPI rank to run the same collectives: it runs only under
 # mpiexec, started by tests/test_distributed.py (which sets FASTNORM_MPI_TESTS=1)
