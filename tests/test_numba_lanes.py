@@ -30,7 +30,7 @@ def _all(x, dy, w, dx, mean, rstd):
     return (L.lane_sum(x), L.lane_sqdev(x, mean), L.lane_abs(x), L.lane_dot(dy, x),
             L.lane_grad(dy, x, mean, rstd), L.lane_grad_w(dy, w, x, mean, rstd),
             L.lane_grad_pf(dy, x, dx, dy, x, mean, rstd),
-            L.lane_grad_w_pf(dy, w, x, dx, dy, x, mean, rstd))
+            L.lane_grad_w_pf(dy, w, x, dx, dy, x, mean, rstd), L.lane_shifted(x, mean))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -50,7 +50,9 @@ def test_lane_sums_follow_the_fixed_order(dtype, n):
             (lane_order(dy64), lane_order(dy64 * ((x64 - mean) * rstd))),
             (lane_order(g), lane_order(g * ((x64 - mean) * rstd))))
     want = want + want[4:6]  # the prefetching variants give the same sums
-    for name, a, b in zip(["sum", "sqdev", "abs", "dot", "grad", "grad_w", "grad_pf", "grad_w_pf"],
+    want = want + ((lane_order(x64 - mean), lane_order((x64 - mean) ** 2)),)
+    for name, a, b in zip(["sum", "sqdev", "abs", "dot", "grad", "grad_w", "grad_pf", "grad_w_pf",
+                           "shifted"],
                           got, want):
         assert np.array_equal(np.asarray(a), np.asarray(b)), f"lane_{name}, n={n}: {a!r} != {b!r}"
 

@@ -131,8 +131,9 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
         y_ri   = (x_ri - mean_r) / sqrt(var_r + eps) * weight_i + bias_i
 
     ONNX LayerNormalization's ``axis``; ``torch.nn.functional.layer_norm(x, x.shape[axis:],
-    weight, bias, eps)``. Statistics are accumulated in float64 (two passes, 8 interleaved
-    partial sums in a fixed order), so results are bitwise identical for any thread count and
+    weight, bias, eps)``. Statistics are accumulated in float64 (32 interleaved partial sums in
+    a fixed order; float32 rows in one pass of sums of x - x[0] and their squares, exact in
+    float64, float64 rows in two), so results are bitwise identical for any thread count and
     both CPU backends.
 
     Parameters

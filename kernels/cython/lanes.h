@@ -56,6 +56,7 @@ static inline double lanes_combine(f64x8 a0, f64x8 a1, f64x8 a2, f64x8 a3) {
 /* LANES_DEFINE(T, SUF) defines, for element type T:
  *   lanes_sum_SUF(x, n)                        sum x
  *   lanes_sqdev_SUF(x, n, mean)                sum (x - mean)^2
+ *   lanes_shifted_SUF(x, n, c, &s1, &s2)       s1 = sum (x - c), s2 = sum (x - c)^2, one pass
  *   lanes_grad_SUF(dy, w, x, n, mean, rstd, &sg, &sgx)
  *       sg = sum g, sgx = sum g * ((x - mean) * rstd), g = dy * w (w NULL: g = dy)
  *   lanes_grad_pf_SUF(dy, w, x, dx, n, mean, rstd, &sg, &sgx)
@@ -122,6 +123,27 @@ static inline double lanes_sqdev_##SUF(const T *x, ptrdiff_t n, double mean) {  
         t += d * d;                                                                           \
     }                                                                                         \
     return t;                                                                                 \
+}                                                                                             \
+static inline void lanes_shifted_##SUF(const T *x, ptrdiff_t n, double c, double *s1,         \
+                                       double *s2) {                                          \
+    ptrdiff_t i, j, n32 = n - n % 32;                                                         \
+    f64x8 a[4] = {{0}, {0}, {0}, {0}}, q[4] = {{0}, {0}, {0}, {0}};                           \
+    for (i = 0; i < n32; i += 32) {                                                           \
+        for (j = 0; j < 4; j++) {                                                             \
+            f64x8 d = lanes_load_##SUF(x + i + 8 * j) - c;                                    \
+            a[j] += d;                                                                        \
+            q[j] += d * d;                                                                    \
+        }                                                                                     \
+    }                                                                                         \
+    double ta = lanes_combine(a[0], a[1], a[2], a[3]);                                        \
+    double tq = lanes_combine(q[0], q[1], q[2], q[3]);                                        \
+    for (i = n32; i < n; i++) {                                                               \
+        double d = (double)x[i] - c;                                                          \
+        ta += d;                                                                              \
+        tq += d * d;                                                                          \
+    }                                                                                         \
+    *s1 = ta;                                                                                 \
+    *s2 = tq;                                                                                 \
 }                                                                                             \
 static inline f64x8 lanes_g_##SUF(const T *dy, const T *w, ptrdiff_t i) {                     \
     f64x8 g = lanes_load_##SUF(dy + i);                                                       \

@@ -121,6 +121,15 @@ def _fabs(builder, v):
 lane_sum = _lane_sums(1, 1, 0, lambda b, v, s: [v[0]])
 # sum (x - mean)^2; with mean 0.0 the sum of squares (x - 0.0 == x)
 lane_sqdev = _lane_sums(1, 1, 1, lambda b, v, s: [b.fmul(d, d) for d in [b.fsub(v[0], s[0])]])
+
+
+def _shifted(b, v, s):
+    d = b.fsub(v[0], s[0])
+    return [d, b.fmul(d, d)]
+
+
+# (sum (x - c), sum (x - c)^2): lane_shifted(x, c), one pass
+lane_shifted = _lane_sums(2, 1, 1, _shifted)
 # sum |x|
 lane_abs = _lane_sums(1, 1, 0, lambda b, v, s: [_fabs(b, v[0])])
 # sum a * x

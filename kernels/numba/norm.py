@@ -19,7 +19,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .lanes import lane_grad_pf, lane_grad_w_pf, lane_sqdev, lane_sum
+from .lanes import lane_grad_pf, lane_grad_w_pf, lane_shifted, lane_sqdev, lane_sum
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -91,19 +91,45 @@ def _combine(acc):
 
 @njit(inline="always", **_OPTS)
 def _centered_stats(x, center, eps):
-    """(mean, 1/sqrt(var + eps)) of one row; mean is 0 when not centering (RMS)."""
+    """(mean, 1/sqrt(var + eps)) of one row (n >= 1); mean is 0 when not centering (RMS).
+
+    A float32 LayerNorm row takes both moments in one pass, as sums of d = x - c and of d^2
+    with the shift c = x[0] (shifted data, Chan et al. 1983): mean = c + s1/n,
+    n var = s2 - s1 (s1/n), clamped at 0. d and d^2 are exact in float64 for float32 x, and
+    the cancellation in s2 - s1^2/n is at most a factor (var + (mean - c)^2) / var <= n + 1
+    (c is one of the row's values), so var keeps ~1e-12 relative accuracy even for
+    |mean| = 10^6 std: one pass over the row instead of two. A float64 row takes two passes
+    (the mean, then squared deviations): there d is not exact, and c + s1/n can be 1 ulp
+    from the rounded mean, which float64 outputs would show. RMSNorm: the sum of x^2."""
     n = x.shape[0]
     n32 = n - n % 32
     mean = 0.0
-    if center:
+    if center and x.itemsize == 8:
         s = lane_sum(x)
         for i in range(n32, n):
             s += x[i]
         mean = s / n
-    q = lane_sqdev(x, mean)
-    for i in range(n32, n):
-        d = x[i] - mean
-        q += d * d
+        q = lane_sqdev(x, mean)
+        for i in range(n32, n):
+            d = x[i] - mean
+            q += d * d
+    elif center:
+        c = np.float64(x[0])
+        s1, s2 = lane_shifted(x, c)
+        for i in range(n32, n):
+            d = x[i] - c
+            s1 += d
+            s2 += d * d
+        dm = s1 / n
+        mean = c + dm
+        q = s2 - s1 * dm
+        if q < 0.0:
+            q = 0.0
+    else:
+        q = lane_sqdev(x, 0.0)
+        for i in range(n32, n):
+            d = x[i] - 0.0
+            q += d * d
     return mean, 1.0 / np.sqrt(q / n + eps)
 
 
