@@ -21,6 +21,7 @@ cdef extern from "lanes.h" nogil:
     double lanes_sqdev_f32(const float* x, Py_ssize_t n, double mean)
     double lanes_sqdev_f64(const double* x, Py_ssize_t n, double mean)
     void lanes_prefetch_bytes(const void* p, Py_ssize_t nbytes)
+    void lanes_moments_f32(const float* x, Py_ssize_t n, double* mean, double* m2)
     void lanes_grad_f32(const float* dy, const float* w, const float* x, Py_ssize_t n,
                         double mean, double rstd, double* sg, double* sgx)
     void lanes_grad_f64(const double* dy, const double* w, const double* x, Py_ssize_t n,
@@ -36,21 +37,19 @@ cdef inline Py_ssize_t _min(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 
 cdef inline void _piece(const floating* x, Py_ssize_t n, double* mean, double* m2,
                        Py_ssize_t next_n=0) noexcept nogil:
-    """(mean, m2) of the n elements at x; prefetches the next_n elements that follow them
-    between the sum (from memory) and the squared deviations (from L1), so that memory
-    stays busy through the second pass (no value changes)."""
+    """(mean, m2) of the n elements at x: float32 in one pass of shifted sums
+    (lanes_moments_f32); float64 as the mean, then the squared deviations, prefetching the
+    next_n elements that follow between the two passes, so that memory stays busy while the
+    second reads L1 (no value changes)."""
     cdef double mu
     if floating is float:
-        mu = lanes_sum_f32(x, n) / n
+        lanes_moments_f32(x, n, mean, m2)
     else:
         mu = lanes_sum_f64(x, n) / n
-    if next_n > 0:
-        lanes_prefetch_bytes(x + n, next_n * sizeof(floating))
-    if floating is float:
-        m2[0] = lanes_sqdev_f32(x, n, mu)
-    else:
+        if next_n > 0:
+            lanes_prefetch_bytes(x + n, next_n * sizeof(floating))
         m2[0] = lanes_sqdev_f64(x, n, mu)
-    mean[0] = mu
+        mean[0] = mu
 
 
 cdef void _segment_moments(const floating* x, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,

@@ -203,3 +203,15 @@ static inline void lanes_dx_##SUF(const T *dy, const T *w, const T *x, T *dx, pt
 
 LANES_DEFINE(float, f32)
 LANES_DEFINE(double, f64)
+
+/* (mean, m2 = n var) of n >= 1 float32 values in one pass: the shifted sums of d = x - x[0]
+ * and d^2 (exact in float64), mean = c + s1/n, m2 = s2 - s1 (s1/n) clamped at 0 (NaN kept);
+ * kernels/numba/norm.py's shifted_moments, where the accuracy argument is */
+static inline void lanes_moments_f32(const float *x, ptrdiff_t n, double *mean, double *m2) {
+    double c = (double)x[0], s1, s2, dm, q;
+    lanes_shifted_f32(x, n, c, &s1, &s2);
+    dm = s1 / n;
+    q = s2 - s1 * dm;
+    *mean = c + dm;
+    *m2 = q < 0.0 ? 0.0 : q;
+}

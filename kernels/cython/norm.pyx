@@ -27,7 +27,7 @@ cdef extern from "lanes.h" nogil:
     double lanes_sum_f64(const double* x, Py_ssize_t n)
     double lanes_sqdev_f32(const float* x, Py_ssize_t n, double mean)
     double lanes_sqdev_f64(const double* x, Py_ssize_t n, double mean)
-    void lanes_shifted_f32(const float* x, Py_ssize_t n, double c, double* s1, double* s2)
+    void lanes_moments_f32(const float* x, Py_ssize_t n, double* mean, double* m2)
     void lanes_prefetch_bytes(const void* p, Py_ssize_t nbytes)
     void lanes_grad_pf_f32(const float* dy, const float* w, const float* x, float* dx, Py_ssize_t n,
                            double mean, double rstd, double* sg, double* sgx)
@@ -46,16 +46,10 @@ cdef inline void _centered_stats(const floating* x, Py_ssize_t n, bint center, d
     # see kernels/numba/norm.py: float32 LayerNorm rows in one pass of sums of x - x[0] and
     # their squares; float64 ones in two (the mean, then squared deviations); RMSNorm the
     # squares alone
-    cdef double mean = 0.0, q, c, s1, s2, dm
+    cdef double mean = 0.0, q
     if floating is float:
         if center:
-            c = <double>x[0]
-            lanes_shifted_f32(x, n, c, &s1, &s2)
-            dm = s1 / n
-            mean = c + dm
-            q = s2 - s1 * dm
-            if q < 0.0:
-                q = 0.0
+            lanes_moments_f32(x, n, &mean, &q)
         else:
             q = lanes_sqdev_f32(x, n, 0.0)
     else:

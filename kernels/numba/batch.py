@@ -7,8 +7,10 @@ fixed order, so the result depends on the shape alone, never on the thread count
 
 Determinism contract (shared with kernels/cython/batch.pyx, bit for bit):
 - "segment" pieces: each (o, c) segment of ``inner`` elements is cut into pieces of ``chunk``
-  elements; a piece's mean is its 32-lane float64 sum (kernels/numba/lanes.py, the
-  order of lanes.h) over its length, its m2 the 32-lane sum of squared deviations;
+  elements; a float32 piece's (mean, m2) come from one pass of 32-lane float64 sums of
+  d = x - x[0] and d^2 (norm.shifted_moments), a float64 piece's mean is its 32-lane sum
+  (kernels/numba/lanes.py, the order of lanes.h) over its length, its m2 the 32-lane sum of
+  squared deviations;
   piece moments are stored at [o, piece, c];
 - "column" pieces (small ``inner``, e.g. channels-last): blocks of ``rb`` rows; each column
   j = c * inner + i of a block is summed row by row in order (mean, then m2); stored at
@@ -24,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from .lanes import lane_grad, lane_sqdev, lane_sum
-from .norm import PREFETCH_MAX, _prefetch_read
+from .norm import PREFETCH_MAX, _prefetch_read, shifted_moments
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -40,9 +42,12 @@ def _work_chunks(items):
 
 @njit(inline="always", **_OPTS)
 def _piece_moments(x, nxt):
-    """(mean, m2) of a contiguous 1-D piece: 32-lane sum, then 32-lane squared deviations.
-    ``nxt`` (the next piece, or an empty array) is prefetched between the two passes, so that
+    """(mean, m2) of a contiguous 1-D piece: float32 in one pass of shifted sums
+    (norm.shifted_moments); float64 as the 32-lane sum, then the 32-lane squared deviations,
+    ``nxt`` (the next piece, or an empty array) prefetched between the two passes, so that
     memory stays busy while the second reads L1 (no value changes)."""
+    if x.itemsize == 4:
+        return shifted_moments(x)
     n = x.shape[0]
     n32 = n - n % 32
     s = lane_sum(x)

@@ -90,6 +90,25 @@ def _combine(acc):
 
 
 @njit(inline="always", **_OPTS)
+def shifted_moments(x):
+    """(mean, m2 = n var) of a float32 row (n >= 1) in one pass: float64 sums s1, s2 of
+    d = x - c and d^2, c = x[0]; mean = c + s1/n, m2 = s2 - s1 (s1/n) clamped at 0 (NaN
+    kept). Also BatchNorm's float32 pieces (kernels/numba/batch.py); lanes.h's
+    lanes_moments_f32. See _centered_stats for the accuracy."""
+    n = x.shape[0]
+    n32 = n - n % 32
+    c = np.float64(x[0])
+    s1, s2 = lane_shifted(x, c)
+    for i in range(n32, n):
+        d = x[i] - c
+        s1 += d
+        s2 += d * d
+    dm = s1 / n
+    q = s2 - s1 * dm
+    return c + dm, 0.0 if q < 0.0 else q
+
+
+@njit(inline="always", **_OPTS)
 def _centered_stats(x, center, eps):
     """(mean, 1/sqrt(var + eps)) of one row (n >= 1); mean is 0 when not centering (RMS).
 
@@ -114,17 +133,7 @@ def _centered_stats(x, center, eps):
             d = x[i] - mean
             q += d * d
     elif center:
-        c = np.float64(x[0])
-        s1, s2 = lane_shifted(x, c)
-        for i in range(n32, n):
-            d = x[i] - c
-            s1 += d
-            s2 += d * d
-        dm = s1 / n
-        mean = c + dm
-        q = s2 - s1 * dm
-        if q < 0.0:
-            q = 0.0
+        mean, q = shifted_moments(x)
     else:
         q = lane_sqdev(x, 0.0)
         for i in range(n32, n):
