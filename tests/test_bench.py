@@ -72,6 +72,28 @@ def test_a_run_whose_copy_bandwidth_moved_is_flagged(end, moved):
     assert bench.format_table(report).splitlines()[-1] == line
 
 
+def test_percent_copy_uses_the_copy_measured_next_to_the_case():
+    report = bench.Report(["cython"], 2, {"np.copyto": 10.0})
+    # 8 bytes in 1e-9 s: 8 GB/s; against the case's own copy (16 GB/s): 50%, else the start's 80%
+    report.results = [bench.Result("a", (2,), "float32", "cython", (1e-9,), 8, copy_gbps=16.0),
+                      bench.Result("b", (2,), "float32", "cython", (1e-9,), 8)]
+    rows = bench.table_rows(report)
+    col = rows[0].index("% copy")
+    assert [r[col] for r in rows[1:]] == ["50%", "80%"]
+    assert "copy bandwidth before each case (the yardstick of its % copy): 16.0 to 16.0 GB/s" in \
+        bench.format_table(report)
+
+
+def test_warm_copy_bandwidth_waits_for_the_machine(monkeypatch):
+    """Measured again and again for min_seconds, then until two in a row agree."""
+    values = iter([40.0, 41.0, 55.0, 56.0, 80.0])
+    monkeypatch.setattr(bench, "copy_bandwidth", lambda *a, **k: {"x": next(values)})
+    clock = iter(range(100))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
+    # t = 1: 41 (before min_seconds); t = 2: 55 (moved by 34%); t = 3: 56 (within 5%): returned
+    assert bench.warm_copy_bandwidth(1, 2, min_seconds=2.0, max_seconds=50.0) == {"x": 56.0}
+
+
 def test_measure_samples_gives_each_samples_time_per_call():
     calls = []
     samples = bench.measure_samples(lambda: calls.append(1), budget=0.0, min_repeat=4,
