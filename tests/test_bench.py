@@ -80,7 +80,7 @@ def test_percent_copy_uses_the_copy_measured_next_to_the_case():
     rows = bench.table_rows(report)
     col = rows[0].index("% copy")
     assert [r[col] for r in rows[1:]] == ["50%", "80%"]
-    assert "copy bandwidth before each case (the yardstick of its % copy): 16.0 to 16.0 GB/s" in \
+    assert "copy bandwidth timed with each case (the yardstick of its % copy): 16.0 to 16.0 GB/s" in \
         bench.format_table(report)
 
 
@@ -92,6 +92,17 @@ def test_warm_copy_bandwidth_waits_for_the_machine(monkeypatch):
     monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
     # t = 1: 41 (before min_seconds); t = 2: 55 (moved by 34%); t = 3: 56 (within 5%): returned
     assert bench.warm_copy_bandwidth(1, 2, min_seconds=2.0, max_seconds=50.0) == {"x": 56.0}
+
+
+def test_measure_interleaved_takes_rounds_of_every_call():
+    order = []
+    entries = {"a": (lambda: order.append("a"), lambda: order.append("before a")),
+               "b": (lambda: order.append("b"), None)}
+    samples = bench.measure_interleaved(entries, budget=0.0, min_repeat=3, min_sample=0.0)
+    assert sorted(samples) == ["a", "b"] and all(len(s) == 3 for s in samples.values())
+    assert all(0 <= t < 1e-3 for s in samples.values() for t in s)
+    # warm-up and first sample of each, then rounds: a's hook runs before each of its samples
+    assert order == ["before a", "a", "a", "b", "b"] + ["before a", "a", "b"] * 2
 
 
 def test_measure_samples_gives_each_samples_time_per_call():

@@ -11,12 +11,13 @@ package registers its ops when imported (``fastnorm.bench.norm``: layer_norm and
 is listed in ``OP_MODULES``, and ``ops()`` imports them all. Baselines' libraries are imported
 only when a case uses them, so the registry works with NumPy alone.
 
-The runner (``run``) first measures the machine's copy bandwidth, then times every case with
-each requested fastnorm backend and each installed baseline (``measure_samples``: warm-up,
-then timeit-style samples; the table gives their minimum, median and spread), then the cold
-start of a fresh interpreter, then the copy bandwidth again: a run during which it moved by
-more than ``COPY_DRIFT_LIMIT`` is flagged (the machine's load changed, so its timings do not
-compare). It prints a table (``format_table``) and optionally a bar chart (``plot``).
+The runner (``run``) first measures the machine's copy bandwidth once it has warmed up, then
+times every case with each requested fastnorm backend, each installed baseline and a copy of
+128 MB, their samples interleaved (``measure_interleaved``: warm-up, then rounds of one
+timeit-style sample of each; the table gives their minimum, median and spread; "% copy" and
+"vs X" compare calls timed in the same rounds), then the cold start of a fresh interpreter,
+then the copy bandwidth again: a run during which it moved by more than
+``COPY_DRIFT_LIMIT`` is flagged (the machine's load changed). It prints a table (``format_table``) and optionally a bar chart (``plot``).
 """
 import gc
 import importlib
@@ -203,6 +204,41 @@ def measure_samples(call, budget=0.25, min_repeat=3, min_sample=5e-3):
             gc.enable()
 
 
+def measure_interleaved(entries, budget=0.25, min_repeat=3, min_sample=5e-3):
+    """``measure_samples`` of several calls side by side: ``entries`` maps a name to
+    ``(call, before)``; ``before()`` (or None) runs untimed ahead of each of the call's
+    samples (e.g. selecting a backend). Each call is warmed up and its ``number`` calibrated
+    as in ``measure_samples``; then rounds take one sample of every call in turn until
+    ``budget`` seconds per call have passed and each has ``min_repeat`` samples. Returns
+    ``{name: [seconds per call, ...]}``. Interleaving is what makes the ratios between calls
+    hold on a host whose bandwidth moves by tens of percent within seconds: each call sees the
+    same moments, where one block of samples after another would not."""
+    gc_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        numbers, samples = {}, {}
+        for name, (call, before) in entries.items():
+            if before is not None:
+                before()
+            call()
+            number = 1
+            sample = _clock(call, number)
+            while sample < min_sample:
+                number *= max(2, math.ceil(1.5 * min_sample / max(sample, 1e-7)))
+                sample = _clock(call, number)
+            numbers[name], samples[name] = number, [sample / number]
+        deadline = time.perf_counter() + budget * len(entries)
+        while min(len(s) for s in samples.values()) < min_repeat or time.perf_counter() < deadline:
+            for name, (call, before) in entries.items():
+                if before is not None:
+                    before()
+                samples[name].append(_clock(call, numbers[name]) / numbers[name])
+        return samples
+    finally:
+        if gc_enabled:
+            gc.enable()
+
+
 def _numba_copy(threads):
     """``copy(dst, src)``: numba's parallel array assignment on ``threads`` threads."""
     import numba
@@ -235,19 +271,26 @@ def warm_copy_bandwidth(nbytes, threads, budget=0.5, min_seconds=6.0, max_second
         last = now
 
 
-def copy_bandwidth(nbytes, threads, budget=0.5):
-    """Copy bandwidth in GB/s (read + write bytes) of float32 arrays of ``nbytes`` each.
-
-    Returns ``{method: GB/s}`` for ``np.copyto`` (one thread) and, when numba is installed
-    and ``threads > 1``, a numba parallel copy on ``threads`` threads; the best of them is the
-    machine's copy bandwidth, the yardstick of the "% copy" column.
-    """
+def copy_calls(nbytes, threads):
+    """``{method: call}``: ``np.copyto`` (one thread) and, when numba is installed and
+    ``threads > 1``, a numba parallel copy on ``threads`` threads, of float32 arrays of
+    ``nbytes`` each."""
     src = np.ones(nbytes // 4, F32)
     dst = np.zeros_like(src)
     methods = {"np.copyto": partial(np.copyto, dst, src)}
     if threads > 1 and importlib.util.find_spec("numba") is not None:
         methods[f"numba x{threads}"] = partial(_numba_copy(threads), dst, src)
-    return {name: 2 * src.nbytes / measure(call, budget) / 1e9 for name, call in methods.items()}
+    return methods
+
+
+def copy_bandwidth(nbytes, threads, budget=0.5):
+    """Copy bandwidth in GB/s (read + write bytes) of float32 arrays of ``nbytes`` each.
+
+    Returns ``{method: GB/s}`` for the ``copy_calls``; the best of them is the machine's copy
+    bandwidth, the yardstick of the "% copy" column.
+    """
+    return {name: 2 * nbytes / measure(call, budget) / 1e9
+            for name, call in copy_calls(nbytes, threads).items()}
 
 
 # ---------------------------------------------------------------- baselines
@@ -467,7 +510,7 @@ def run(backends=_dispatch.BACKENDS, threads=None, names=None, quick=False, cold
             for case in cases(names, quick, all_shapes)]
     cold_runs = ([("fastnorm", b) for b in backends] +
                  [(i, None) for i in COLD_START if i != "fastnorm" and i in baselines]) if cold else []
-    bar = Progress(2 + sum(len(impls) for _, impls in plan) + len(cold_runs), progress)
+    bar = Progress(2 + len(plan) + len(cold_runs), progress)
     saved = fastnorm.get_backend(), fastnorm.get_num_threads()
     try:
         fastnorm.set_num_threads(threads)
@@ -475,23 +518,26 @@ def run(backends=_dispatch.BACKENDS, threads=None, names=None, quick=False, cold
         bar.task("copy bandwidth")
         report = Report(backends, threads, copy_bandwidth(copy_bytes, threads) if quick
                         else warm_copy_bandwidth(copy_bytes, threads))
+        # the yardstick of each case's "% copy" is a copy timed interleaved with it (this host's
+        # bandwidth moves by tens of percent within minutes)
+        copies = {} if quick else {f"copy {k}": (c, None) for k, c in copy_calls(copy_bytes, threads).items()}
         for case, impls in plan:
             inputs = case.inputs()
             nbytes = case.op.nbytes(inputs)
-            # the yardstick of this case's "% copy", measured next to it: this host's bandwidth
-            # moves by tens of percent within minutes
-            local = None if quick else max(copy_bandwidth(copy_bytes, threads, budget=0.25).values())
+            bar.task(f"{case} ({', '.join(impls)})")
+            entries = {}
             for impl in impls:
-                bar.task(f"{case} {impl}")
                 if impl in backends:
-                    fastnorm.set_backend(impl)
-                    call = case.op.fastnorm(inputs)
+                    entries[impl] = (case.op.fastnorm(inputs), partial(fastnorm.set_backend, impl))
                 else:
-                    call = case.op.baselines[impl](inputs, threads)
+                    entries[impl] = (case.op.baselines[impl](inputs, threads), None)
+            entries.update(copies)
+            samples = measure_interleaved(entries, **timing)
+            local = max((2 * copy_bytes / min(samples[k]) / 1e9 for k in copies), default=None)
+            for impl in impls:
                 report.results.append(Result(case.op.name, case.shape, np.dtype(case.dtype).name,
-                                             impl, tuple(measure_samples(call, **timing)), nbytes,
-                                             local))
-            inputs = call = None  # free this case's arrays before the next case builds its own
+                                             impl, tuple(samples[impl]), nbytes, local))
+            inputs = entries = None  # free this case's arrays before the next case builds its own
         if cold_runs:
             report.results.extend(_cold_results(cold_runs, bar))
         bar.task("copy bandwidth again")
@@ -541,8 +587,8 @@ def table_rows(report):
     """The table as rows of strings, header first: one row per fastnorm backend and case.
 
     ``time`` is the minimum over the samples, ``median`` their median, ``spread`` (max - min)
-    / min; GB/s and "% copy" are from the minimum, "% copy" against the copy bandwidth measured
-    right before the case (the run's start value when there is none). ``vs X`` is X's time
+    / min; GB/s and "% copy" are from the minimum, "% copy" against the copy timed interleaved
+    with the case (the run's start value when there is none). ``vs X`` is X's time
     over fastnorm's (minima; above 1: fastnorm is faster); "-" where X did not run.
     """
     by_case = {}
@@ -588,7 +634,7 @@ def format_table(report):
              f"(read + write; {copy})"]
     local = [r.copy_gbps for r in report.results if r.copy_gbps]
     if local:
-        lines.append(f"copy bandwidth before each case (the yardstick of its % copy): "
+        lines.append(f"copy bandwidth timed with each case (the yardstick of its % copy): "
                      f"{min(local):.1f} to {max(local):.1f} GB/s, median {np.median(local):.1f}")
     rows = table_rows(report)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -658,11 +704,12 @@ Time fastnorm's ops against NumPy, PyTorch and ONNX Runtime (those installed).
 
 Measures the copy bandwidth first (the better of np.copyto and a multi-threaded numba copy,
 GB/s counting bytes read and written; after copying for 6+ s, until it settles: the machine
-warms up) and again before each case, then each op on its default shapes: the time per call
-in several samples after a warm-up, with preallocated outputs, as the minimum ("time"), the
-median and the spread ((max - min) / min); GB/s from the bytes the op must move at the minimum
-time; "% copy" that as a fraction of the copy bandwidth measured right before the case; "vs X"
-is X's time over fastnorm's (above 1: fastnorm is faster). Then the cold start: a fresh interpreter importing and running
+warms up), then each op on its default shapes, the samples of every implementation and of a
+copy interleaved (the host's bandwidth moves within seconds): the time per call in several
+samples after a warm-up, with preallocated outputs, as the minimum ("time"), the median and
+the spread ((max - min) / min); GB/s from the bytes the op must move at the minimum time;
+"% copy" that as a fraction of the copy's bandwidth in the same rounds; "vs X" is X's time
+over fastnorm's (above 1: fastnorm is faster). Then the cold start: a fresh interpreter importing and running
 one layer_norm of shape 1x768, per backend (FASTNORM_BACKEND), vs NumPy, torch and an
 onnxruntime session's creation and run. Last the copy bandwidth again: a WARNING line flags a
 run during which it moved by more than 20% (the machine's load changed)."""
