@@ -98,11 +98,12 @@ def test_measure_interleaved_takes_rounds_of_every_call():
     order = []
     entries = {"a": (lambda: order.append("a"), lambda: order.append("before a")),
                "b": (lambda: order.append("b"), None)}
-    samples = bench.measure_interleaved(entries, budget=0.0, min_repeat=3, min_sample=0.0)
-    assert sorted(samples) == ["a", "b"] and all(len(s) == 3 for s in samples.values())
+    samples = bench.measure_interleaved(entries, budget=0.0, min_repeat=4, min_sample=0.0, rounds=2)
+    assert sorted(samples) == ["a", "b"] and all(len(s) == 5 for s in samples.values())
     assert all(0 <= t < 1e-3 for s in samples.values() for t in s)
-    # warm-up and first sample of each, then rounds: a's hook runs before each of its samples
-    assert order == ["before a", "a", "a", "b", "b"] + ["before a", "a", "b"] * 2
+    # warm-up and first sample of each; then 2 rounds visiting each: the hook, an untimed
+    # call, 2 samples
+    assert order == ["before a", "a", "a", "b", "b"] + ["before a", "a", "a", "a", "b", "b", "b"] * 2
 
 
 def test_measure_samples_gives_each_samples_time_per_call():

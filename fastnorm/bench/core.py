@@ -204,15 +204,19 @@ def measure_samples(call, budget=0.25, min_repeat=3, min_sample=5e-3):
             gc.enable()
 
 
-def measure_interleaved(entries, budget=0.25, min_repeat=3, min_sample=5e-3):
+def measure_interleaved(entries, budget=0.25, min_repeat=3, min_sample=5e-3, rounds=3):
     """``measure_samples`` of several calls side by side: ``entries`` maps a name to
     ``(call, before)``; ``before()`` (or None) runs untimed ahead of each of the call's
-    samples (e.g. selecting a backend). Each call is warmed up and its ``number`` calibrated
-    as in ``measure_samples``; then rounds take one sample of every call in turn until
-    ``budget`` seconds per call have passed and each has ``min_repeat`` samples. Returns
-    ``{name: [seconds per call, ...]}``. Interleaving is what makes the ratios between calls
-    hold on a host whose bandwidth moves by tens of percent within seconds: each call sees the
-    same moments, where one block of samples after another would not."""
+    blocks of samples (e.g. selecting a backend). Each call is warmed up and its ``number``
+    calibrated as in ``measure_samples``; then ``rounds`` rounds visit every call in turn,
+    each visit one untimed call (the caches, thread pools and neighbours' spinning threads
+    that the previous call left) and then samples for ``budget / rounds`` seconds (at least
+    ``min_repeat / rounds`` of them). Returns ``{name: [seconds per call, ...]}``.
+    Alternating blocks is what makes the ratios between calls hold on a host whose bandwidth
+    moves by tens of percent within a minute: each call is sampled across the whole span,
+    where one block after another gave each its own moment (torch's weight_norm 0.57x ours in
+    one run, 5.96x in the next); single samples interleaved instead let each call pay for the
+    one before it (ONNX Runtime's spinning threads, the baselines' temporaries)."""
     gc_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -227,12 +231,17 @@ def measure_interleaved(entries, budget=0.25, min_repeat=3, min_sample=5e-3):
                 number *= max(2, math.ceil(1.5 * min_sample / max(sample, 1e-7)))
                 sample = _clock(call, number)
             numbers[name], samples[name] = number, [sample / number]
-        deadline = time.perf_counter() + budget * len(entries)
-        while min(len(s) for s in samples.values()) < min_repeat or time.perf_counter() < deadline:
+        per_visit = max(1, math.ceil(min_repeat / rounds))
+        for _ in range(rounds):
             for name, (call, before) in entries.items():
                 if before is not None:
                     before()
-                samples[name].append(_clock(call, numbers[name]) / numbers[name])
+                call()
+                deadline = time.perf_counter() + budget / rounds
+                taken = 0
+                while taken < per_visit or time.perf_counter() < deadline:
+                    samples[name].append(_clock(call, numbers[name]) / numbers[name])
+                    taken += 1
         return samples
     finally:
         if gc_enabled:
