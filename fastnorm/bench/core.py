@@ -631,7 +631,9 @@ def copy_drift_line(report):
             f"the start)")
     if report.copy_moved:
         return (f"WARNING: {line}: more than {100 * COPY_DRIFT_LIMIT:.0f}%; the machine's load "
-                "changed during the run, so its timings do not compare; run it again")
+                "changed during the run: times in different rows do not compare (each row's "
+                "% copy and vs columns were timed in the same rounds); run it again for a "
+                "steady run")
     return line
 
 
