@@ -19,6 +19,7 @@ timeit-style sample of each; the table gives their minimum, median and spread; "
 then the copy bandwidth again: a run during which it moved by more than
 ``COPY_DRIFT_LIMIT`` is flagged (the machine's load changed). It prints a table (``format_table``) and optionally a bar chart (``plot``).
 """
+import contextlib
 import gc
 import importlib
 import importlib.util
@@ -185,23 +186,37 @@ def measure_samples(call, budget=0.25, min_repeat=3, min_sample=5e-3):
     there are at least ``min_repeat`` of them. The garbage collector is off meanwhile, as in
     ``timeit``.
     """
-    gc_enabled = gc.isenabled()
+    with _gc_off():
+        deadline = time.perf_counter() + budget
+        number, first = _calibrate(call, min_sample)
+        samples = [first]
+        while len(samples) < min_repeat or time.perf_counter() < deadline:
+            samples.append(_clock(call, number) / number)
+        return samples
+
+
+@contextlib.contextmanager
+def _gc_off():
+    """The garbage collector off meanwhile, as in ``timeit``."""
+    enabled = gc.isenabled()
     gc.disable()
     try:
-        deadline = time.perf_counter() + budget
-        call()
-        number = 1
-        sample = _clock(call, number)
-        while sample < min_sample:
-            number *= max(2, math.ceil(1.5 * min_sample / max(sample, 1e-7)))
-            sample = _clock(call, number)
-        samples = [sample]
-        while len(samples) < min_repeat or time.perf_counter() < deadline:
-            samples.append(_clock(call, number))
-        return [t / number for t in samples]
+        yield
     finally:
-        if gc_enabled:
+        if enabled:
             gc.enable()
+
+
+def _calibrate(call, min_sample):
+    """One untimed warm-up call, then ``number`` (calls per sample) grown until a sample lasts
+    at least ``min_sample`` seconds: returns ``(number, that sample's seconds per call)``."""
+    call()
+    number = 1
+    sample = _clock(call, number)
+    while sample < min_sample:
+        number *= max(2, math.ceil(1.5 * min_sample / max(sample, 1e-7)))
+        sample = _clock(call, number)
+    return number, sample / number
 
 
 def measure_interleaved(entries, budget=0.25, min_repeat=3, min_sample=5e-3, rounds=3):
@@ -217,20 +232,13 @@ def measure_interleaved(entries, budget=0.25, min_repeat=3, min_sample=5e-3, rou
     where one block after another gave each its own moment (torch's weight_norm 0.57x ours in
     one run, 5.96x in the next); single samples interleaved instead let each call pay for the
     one before it (ONNX Runtime's spinning threads, the baselines' temporaries)."""
-    gc_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_off():
         numbers, samples = {}, {}
         for name, (call, before) in entries.items():
             if before is not None:
                 before()
-            call()
-            number = 1
-            sample = _clock(call, number)
-            while sample < min_sample:
-                number *= max(2, math.ceil(1.5 * min_sample / max(sample, 1e-7)))
-                sample = _clock(call, number)
-            numbers[name], samples[name] = number, [sample / number]
+            numbers[name], first = _calibrate(call, min_sample)
+            samples[name] = [first]
         per_visit = max(1, math.ceil(min_repeat / rounds))
         for _ in range(rounds):
             for name, (call, before) in entries.items():
@@ -243,9 +251,6 @@ def measure_interleaved(entries, budget=0.25, min_repeat=3, min_sample=5e-3, rou
                     samples[name].append(_clock(call, numbers[name]) / numbers[name])
                     taken += 1
         return samples
-    finally:
-        if gc_enabled:
-            gc.enable()
 
 
 def _numba_copy(threads):
