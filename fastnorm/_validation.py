@@ -101,6 +101,17 @@ def kernel_target(out, *inputs):
     return np.empty(out.shape, out.dtype.newbyteorder("="))
 
 
+def out_target(out, shape, dtype, *inputs):
+    """``(out, target)`` for an op writing ``shape``/``dtype`` from ``inputs``: a new array as
+    both when ``out`` is None, else the checked ``out`` (``out_array``) and the array the kernel
+    may write for it (``kernel_target``); ``finish(out, target)`` completes it."""
+    if out is None:
+        out = np.empty(shape, dtype)
+        return out, out
+    out = out_array(out, shape, dtype)
+    return out, kernel_target(out, *inputs)
+
+
 def finish(out, target):
     """Copy a scratch result into the caller's ``out`` (no-op when the kernel wrote ``out``)."""
     if target is not out:

@@ -23,7 +23,7 @@ from .. import random as _random
 from .norm import _device, _out
 from ..ops import regularization as R
 from .._dispatch import on_device
-from ..ops.dropout import check_p, threshold
+from ..ops.dropout import _backward, _forward, check_p, threshold
 from ..kernels.cuda import dropout as K
 
 _THREADS = 32 if config.ENABLE_CUDASIM else 256
@@ -46,7 +46,7 @@ def _flat(x, name, out):
     return x, y, x.reshape(n), y.reshape(n), n
 
 
-def _identity(x, name, out):
+def _identity(x, out, name):
     x = _device(x, name)
     if out is None:
         return x
@@ -71,24 +71,12 @@ def _apply(x, p, seed, out, name):
 
 def dropout(x, p=0.5, *, training=True, seed=None, out=None, return_seed=False):
     """``fastnorm.functional.dropout`` on device arrays."""
-    p = check_p(p)
-    if not training or p == 0.0:
-        y = _identity(x, "x", out)
-        return (y, None if seed is None else _random.check_seed(seed)) if return_seed else y
-    seed = _random.check_seed(seed)
-    y = _apply(x, p, seed, out, "x")
-    return (y, seed) if return_seed else y
+    return _forward(_apply, x, check_p(p), training, seed, out, return_seed, _identity)
 
 
 def dropout_backward(dy, p, seed, *, training=True, out=None):
     """``fastnorm.functional.dropout_backward`` on device arrays."""
-    p = check_p(p)
-    if seed is None:
-        raise TypeError("dropout_backward needs the forward's seed (an int), got None")
-    seed = _random.check_seed(seed)
-    if not training or p == 0.0:
-        return _identity(dy, "dy", out)
-    return _apply(dy, p, seed, out, "dy")
+    return _backward(_apply, "dropout_backward", dy, check_p(p), seed, training, out, _identity)
 
 
 def dropout_mask(shape, p, seed):
@@ -112,24 +100,14 @@ def _gaussian(x, p, seed, out, name):
 
 def gaussian_dropout(x, p=0.5, *, training=True, seed=None, out=None, return_seed=False):
     """``fastnorm.functional.gaussian_dropout`` on device arrays."""
-    p = check_p(p, allow_one=False)
-    if not training or p == 0.0:
-        y = _identity(x, "x", out)
-        return (y, None if seed is None else _random.check_seed(seed)) if return_seed else y
-    seed = _random.check_seed(seed)
-    y = _gaussian(x, p, seed, out, "x")
-    return (y, seed) if return_seed else y
+    return _forward(_gaussian, x, check_p(p, allow_one=False), training, seed, out, return_seed,
+                    _identity)
 
 
 def gaussian_dropout_backward(dy, p, seed, *, training=True, out=None):
     """``fastnorm.functional.gaussian_dropout_backward`` on device arrays."""
-    p = check_p(p, allow_one=False)
-    if seed is None:
-        raise TypeError("gaussian_dropout_backward needs the forward's seed (an int), got None")
-    seed = _random.check_seed(seed)
-    if not training or p == 0.0:
-        return _identity(dy, "dy", out)
-    return _gaussian(dy, p, seed, out, "dy")
+    return _backward(_gaussian, "gaussian_dropout_backward", dy, check_p(p, allow_one=False), seed,
+                     training, out, _identity)
 
 
 # ---------------------------------------------------------------- penalties and clipping

@@ -264,12 +264,7 @@ def _check_x(x, name="x"):
 
 
 def _out(out, x, *inputs):
-    if out is None:
-        out = target = np.empty(x.shape, x.dtype)
-    else:
-        out = v.out_array(out, x.shape, x.dtype)
-        target = v.kernel_target(out, x, *inputs)
-    return out, target
+    return v.out_target(out, x.shape, x.dtype, x, *inputs)
 
 
 def _running(a, name, C, update):

@@ -57,6 +57,29 @@ def _apply(x, p, seed, out, name):
     return v.finish(out, target)
 
 
+def _forward(apply, x, p, training, seed, out, return_seed, identity=None):
+    """dropout's and gaussian_dropout's forward: ``apply(x, p, seed, out, "x")`` in training
+    with p > 0 (the seed drawn when None), else x itself (``identity(x, out, "x")``, copied
+    into out); y, or (y, seed). fastnorm.cuda.dropout passes its device ``apply``/``identity``."""
+    if not training or p == 0.0:
+        y = (identity or _identity)(x, out, "x")
+        return (y, None if seed is None else _random.check_seed(seed)) if return_seed else y
+    seed = _random.check_seed(seed)
+    y = apply(x, p, seed, out, "x")
+    return (y, seed) if return_seed else y
+
+
+def _backward(apply, op, dy, p, seed, training, out, identity=None):
+    """dropout's and gaussian_dropout's backward: the forward's noise regenerated from
+    ``seed`` (required), ``apply(dy, p, seed, out, "dy")``; dy itself when not training."""
+    if seed is None:
+        raise TypeError(f"{op} needs the forward's seed (an int), got None")
+    seed = _random.check_seed(seed)
+    if not training or p == 0.0:
+        return (identity or _identity)(dy, out, "dy")
+    return apply(dy, p, seed, out, "dy")
+
+
 def _identity(x, out, name):
     x = v.float_array(x, name)
     if out is None:
@@ -85,13 +108,7 @@ def dropout(x, p=0.5, *, training=True, seed=None, out=None, return_seed=False):
     >>> fn.dropout_backward(np.ones(8, np.float32), 0.5, seed=0)
     array([0., 2., 0., 2., 2., 0., 2., 2.], dtype=float32)
     """
-    p = check_p(p)
-    if not training or p == 0.0:
-        y = _identity(x, out, "x")
-        return (y, None if seed is None else _random.check_seed(seed)) if return_seed else y
-    seed = _random.check_seed(seed)
-    y = _apply(x, p, seed, out, "x")
-    return (y, seed) if return_seed else y
+    return _forward(_apply, x, check_p(p), training, seed, out, return_seed)
 
 
 @device_variant
@@ -106,13 +123,7 @@ def dropout_backward(dy, p, seed, *, training=True, out=None):
     >>> bool(((dx != 0) == (y != 0)).all()), float(dx.max())
     (True, 1.3333333333333333)
     """
-    p = check_p(p)
-    if seed is None:
-        raise TypeError("dropout_backward needs the forward's seed (an int), got None")
-    seed = _random.check_seed(seed)
-    if not training or p == 0.0:
-        return _identity(dy, out, "dy")
-    return _apply(dy, p, seed, out, "dy")
+    return _backward(_apply, "dropout_backward", dy, check_p(p), seed, training, out)
 
 
 def dropout_mask(shape, p, seed):
@@ -161,13 +172,7 @@ def gaussian_dropout(x, p=0.5, *, training=True, seed=None, out=None, return_see
     >>> round(float(y.mean()), 2), round(float(y.var()), 1)
     (1.0, 1.0)
     """
-    p = check_p(p, allow_one=False)
-    if not training or p == 0.0:
-        y = _identity(x, out, "x")
-        return (y, None if seed is None else _random.check_seed(seed)) if return_seed else y
-    seed = _random.check_seed(seed)
-    y = _gaussian(x, p, seed, out, "x")
-    return (y, seed) if return_seed else y
+    return _forward(_gaussian, x, check_p(p, allow_one=False), training, seed, out, return_seed)
 
 
 @device_variant
@@ -180,10 +185,4 @@ def gaussian_dropout_backward(dy, p, seed, *, training=True, out=None):
     >>> bool(np.array_equal(fn.gaussian_dropout_backward(x, 0.3, seed=5), y))
     True
     """
-    p = check_p(p, allow_one=False)
-    if seed is None:
-        raise TypeError("gaussian_dropout_backward needs the forward's seed (an int), got None")
-    seed = _random.check_seed(seed)
-    if not training or p == 0.0:
-        return _identity(dy, out, "dy")
-    return _gaussian(dy, p, seed, out, "dy")
+    return _backward(_gaussian, "gaussian_dropout_backward", dy, check_p(p, allow_one=False), seed, training, out)

@@ -92,13 +92,9 @@ def local_response_norm(x, size, *, alpha=1e-4, beta=0.75, k=1.0, out=None):
     array([0.6666667, 0.5      , 0.5      ], dtype=float32)
     """
     x, size, alpha, beta, k, mode = _lrn_args(x, size, alpha, beta, k)
-    if out is None:
-        out = target = np.empty(x.shape, x.dtype)
-    else:
-        out = val.out_array(out, x.shape, x.dtype)
-        target = val.kernel_target(out, x)
-        if np.may_share_memory(target, x):
-            target = np.empty(x.shape, x.dtype)  # the window reads channels already written
+    out, target = val.out_target(out, x.shape, x.dtype, x)
+    if np.may_share_memory(target, x):
+        target = np.empty(x.shape, x.dtype)  # the window reads channels already written
     if x.size:
         shape3 = (x.shape[0], x.shape[1], x.size // (x.shape[0] * x.shape[1]))
         kernels("local").lrn_forward(_as3(x, shape3), target.reshape(shape3), size, size // 2,
@@ -129,11 +125,7 @@ def local_response_norm_backward(dy, x, size, *, alpha=1e-4, beta=0.75, k=1.0, o
     """
     x, size, alpha, beta, k, mode = _lrn_args(x, size, alpha, beta, k)
     dy = _dy_like(dy, x)
-    if out is None:
-        out = target = np.empty(x.shape, x.dtype)
-    else:
-        out = val.out_array(out, x.shape, x.dtype)
-        target = val.kernel_target(out, x, dy)
+    out, target = val.out_target(out, x.shape, x.dtype, x, dy)
     if x.size:
         shape3 = (x.shape[0], x.shape[1], x.size // (x.shape[0] * x.shape[1]))
         kernels("local").lrn_backward(_as3(dy, shape3), _as3(x, shape3), target.reshape(shape3),
@@ -220,11 +212,7 @@ def lp_normalize(x, *, p=2, axis=-1, eps=1e-12, out=None):
     array([[ 0.42857143, -0.57142857]])
     """
     x, p, mode, axis, eps = _lp_args(x, p, axis, eps)
-    if out is None:
-        out = target = np.empty(x.shape, x.dtype)
-    else:
-        out = val.out_array(out, x.shape, x.dtype)
-        target = val.kernel_target(out, x)
+    out, target = val.out_target(out, x.shape, x.dtype, x)
     if x.size:
         _pnorm_run(x, _axis3(x.shape, axis), None, target, p, mode, eps, True)
     return val.finish(out, target)
@@ -250,11 +238,7 @@ def lp_normalize_backward(dy, x, *, p=2, axis=-1, eps=1e-12, out=None):
     """
     x, p, mode, axis, eps = _lp_args(x, p, axis, eps)
     dy = _dy_like(dy, x)
-    if out is None:
-        out = target = np.empty(x.shape, x.dtype)
-    else:
-        out = val.out_array(out, x.shape, x.dtype)
-        target = val.kernel_target(out, x, dy)
+    out, target = val.out_target(out, x.shape, x.dtype, x, dy)
     if x.size:
         _pnorm_run(x, _axis3(x.shape, axis), None, target, p, mode, eps, True, dy)
     return val.finish(out, target)

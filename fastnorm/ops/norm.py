@@ -44,11 +44,7 @@ def _params_and_out(weight, bias, eps, out, x, axis, *inputs):
     w = v.param_array(weight, "weight", shape[axis:], dt)
     b = v.param_array(bias, "bias", shape[axis:], dt)
     eps = v.check_eps(eps)
-    if out is None:
-        out = target = np.empty(shape, dt)
-    else:
-        out = v.out_array(out, shape, dt)
-        target = v.kernel_target(out, x, w, b, *inputs)
+    out, target = v.out_target(out, shape, dt, x, w, b, *inputs)
     return w, b, eps, out, target
 
 
