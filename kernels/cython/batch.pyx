@@ -22,6 +22,14 @@ cdef extern from "lanes.h" nogil:
     double lanes_sqdev_f64(const double* x, Py_ssize_t n, double mean)
     void lanes_prefetch_bytes(const void* p, Py_ssize_t nbytes)
     void lanes_moments_f32(const float* x, Py_ssize_t n, double* mean, double* m2)
+    void cols_moments_f32(const float* x, Py_ssize_t rows, Py_ssize_t ncols, double* s, double* q,
+                          const void* nxt, Py_ssize_t next_bytes)
+    void cols_moments_f64(const double* x, Py_ssize_t rows, Py_ssize_t ncols, double* s, double* q,
+                          const void* nxt, Py_ssize_t next_bytes)
+    void cols_grad_f32(const float* dy, const float* x, Py_ssize_t rows, Py_ssize_t ncols,
+                       const double* mu, const double* rs, double* s1, double* s2)
+    void cols_grad_f64(const double* dy, const double* x, Py_ssize_t rows, Py_ssize_t ncols,
+                       const double* mu, const double* rs, double* s1, double* s2)
     void lanes_grad_f32(const float* dy, const float* w, const float* x, Py_ssize_t n,
                         double mean, double rstd, double* sg, double* sgx)
     void lanes_grad_f64(const double* dy, const double* w, const double* x, Py_ssize_t n,
@@ -161,25 +169,16 @@ def segment_grad_sums(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarr
 
 cdef void _column_block(const floating* x, Py_ssize_t b, Py_ssize_t outer, Py_ssize_t C,
                         Py_ssize_t inner, Py_ssize_t rb, double* pmean, double* pm2) noexcept nogil:
-    cdef Py_ssize_t ncols = C * inner, r0 = b * rb, r1 = _min(outer, b * rb + rb), r, j, c, i
-    cdef double nr = r1 - r0, d
-    cdef double* s = pmean + b * ncols  # the block's slots, in column order first
-    cdef double* q = pm2 + b * ncols
-    cdef const floating* row
-    for j in range(ncols):
-        s[j] = 0.0
-        q[j] = 0.0
-    for r in range(r0, r1):
-        row = x + r * ncols
-        for j in range(ncols):
-            s[j] += row[j]
-    for j in range(ncols):
-        s[j] = s[j] / nr
-    for r in range(r0, r1):
-        row = x + r * ncols
-        for j in range(ncols):
-            d = row[j] - s[j]
-            q[j] += d * d
+    """Block b's columns, each summed row by row: the mean, then the squared deviations
+    (cols_moments in lanes.h: 32 columns at a time in registers)."""
+    cdef Py_ssize_t ncols = C * inner, r0 = b * rb, r1 = _min(outer, b * rb + rb)
+    cdef Py_ssize_t nb = (_min(outer, r1 + rb) - r1) * ncols * sizeof(floating)  # the next block
+    if floating is float:
+        cols_moments_f32(x + r0 * ncols, r1 - r0, ncols, pmean + b * ncols, pm2 + b * ncols,
+                         x + r1 * ncols, nb)
+    else:
+        cols_moments_f64(x + r0 * ncols, r1 - r0, ncols, pmean + b * ncols, pm2 + b * ncols,
+                         x + r1 * ncols, nb)
 
 
 def column_moments(cnp.ndarray x, Py_ssize_t rb, cnp.ndarray pmean, cnp.ndarray pm2,
@@ -225,22 +224,14 @@ cdef void _to_pieces(const double* src, double* dst, Py_ssize_t nblocks, Py_ssiz
 cdef void _column_grad_block(const floating* dy, const floating* x, const double* mu, const double* rs,
                              Py_ssize_t b, Py_ssize_t outer, Py_ssize_t ncols, Py_ssize_t rb,
                              double* sg, double* sgx) noexcept nogil:
-    cdef Py_ssize_t r0 = b * rb, r1 = _min(outer, b * rb + rb), r, j
-    cdef double g
-    cdef double* s1 = sg + b * ncols
-    cdef double* s2 = sgx + b * ncols
-    cdef const floating* drow
-    cdef const floating* xrow
-    for j in range(ncols):
-        s1[j] = 0.0
-        s2[j] = 0.0
-    for r in range(r0, r1):
-        drow = dy + r * ncols
-        xrow = x + r * ncols
-        for j in range(ncols):
-            g = drow[j]
-            s1[j] += g
-            s2[j] += g * ((xrow[j] - mu[j]) * rs[j])
+    """Block b's columns, each summed row by row (cols_grad in lanes.h)."""
+    cdef Py_ssize_t r0 = b * rb, r1 = _min(outer, b * rb + rb)
+    if floating is float:
+        cols_grad_f32(dy + r0 * ncols, x + r0 * ncols, r1 - r0, ncols, mu, rs, sg + b * ncols,
+                      sgx + b * ncols)
+    else:
+        cols_grad_f64(dy + r0 * ncols, x + r0 * ncols, r1 - r0, ncols, mu, rs, sg + b * ncols,
+                      sgx + b * ncols)
 
 
 def column_grad_sums(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,

@@ -215,3 +215,100 @@ static inline void lanes_moments_f32(const float *x, ptrdiff_t n, double *mean, 
     *mean = c + dm;
     *m2 = q < 0.0 ? 0.0 : q;
 }
+
+/* Column moments of a block of rows (row-major, ``ncols`` per row): for each column j, in row
+ * order, s[j] = (sum of the rows' x[r, j]) / rows, then q[j] = sum of (x[r, j] - s[j])^2.
+ * Each column is one lane: 32 columns at a time in four 8-lane accumulators kept in registers
+ * (the block is re-read from cache per tile), the last ncols % 32 columns one by one; the
+ * bits are those of the scalar column loops (kernels/numba/lanes.py's col_sum32/col_sqdev32).
+ * The next_bytes at ``next`` (the next block) are prefetched along the first tile's two passes,
+ * so that memory stays busy while the other tiles read cache (no value changes). */
+#define COLS_DEFINE(T, SUF)                                                                   \
+static inline void cols_moments_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t ncols, double *s,   \
+                                      double *q, const void *next, ptrdiff_t next_bytes) {    \
+    ptrdiff_t j = 0, r, step = (next_bytes / (2 * rows) + 63) / 64 * 64, o;                   \
+    const char *pf = (const char *)next, *pf_end = pf + next_bytes;                           \
+    double nr = (double)rows;                                                                 \
+    for (; j + 32 <= ncols; j += 32) {                                                        \
+        f64x8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, m0, m1, m2, m3, d0, d1, d2, d3;         \
+        for (r = 0; r < rows; r++) {                                                          \
+            const T *p = x + r * ncols + j;                                                   \
+            a0 += lanes_load_##SUF(p);                                                        \
+            a1 += lanes_load_##SUF(p + 8);                                                    \
+            a2 += lanes_load_##SUF(p + 16);                                                   \
+            a3 += lanes_load_##SUF(p + 24);                                                   \
+            for (o = 0; o < step && pf < pf_end; o += 64, pf += 64)                           \
+                __builtin_prefetch(pf, 0, 3);                                                 \
+        }                                                                                     \
+        m0 = a0 / nr; m1 = a1 / nr; m2 = a2 / nr; m3 = a3 / nr;                               \
+        memcpy(s + j, &m0, 64); memcpy(s + j + 8, &m1, 64);                                   \
+        memcpy(s + j + 16, &m2, 64); memcpy(s + j + 24, &m3, 64);                             \
+        a0 = a1 = a2 = a3 = (f64x8){0};                                                       \
+        for (r = 0; r < rows; r++) {                                                          \
+            const T *p = x + r * ncols + j;                                                   \
+            d0 = lanes_load_##SUF(p) - m0;                                                    \
+            d1 = lanes_load_##SUF(p + 8) - m1;                                                \
+            d2 = lanes_load_##SUF(p + 16) - m2;                                               \
+            d3 = lanes_load_##SUF(p + 24) - m3;                                               \
+            a0 += d0 * d0; a1 += d1 * d1; a2 += d2 * d2; a3 += d3 * d3;                       \
+            for (o = 0; o < step && pf < pf_end; o += 64, pf += 64)                           \
+                __builtin_prefetch(pf, 0, 3);                                                 \
+        }                                                                                     \
+        memcpy(q + j, &a0, 64); memcpy(q + j + 8, &a1, 64);                                   \
+        memcpy(q + j + 16, &a2, 64); memcpy(q + j + 24, &a3, 64);                             \
+    }                                                                                         \
+    for (; j < ncols; j++) {                                                                  \
+        double a = 0.0, m, d;                                                                 \
+        for (r = 0; r < rows; r++) a += (double)x[r * ncols + j];                             \
+        m = a / nr;                                                                           \
+        s[j] = m;                                                                             \
+        a = 0.0;                                                                              \
+        for (r = 0; r < rows; r++) {                                                          \
+            d = (double)x[r * ncols + j] - m;                                                 \
+            a += d * d;                                                                       \
+        }                                                                                     \
+        q[j] = a;                                                                             \
+    }                                                                                         \
+}
+
+/* Column gradient sums of a block of rows: for each column j, in row order, with g = dy[r, j],
+ * s1[j] = sum g and s2[j] = sum g * ((x[r, j] - mu[j]) * rs[j]); 32 columns at a time in
+ * registers, the rest one by one (kernels/numba/lanes.py's col_grad32) */
+#define COLS_GRAD_DEFINE(T, SUF)                                                              \
+static inline void cols_grad_##SUF(const T *dy, const T *x, ptrdiff_t rows, ptrdiff_t ncols,     \
+                                   const double *mu, const double *rs, double *s1, double *s2) { \
+    ptrdiff_t j = 0, r, k;                                                                    \
+    for (; j + 32 <= ncols; j += 32) {                                                        \
+        f64x8 a[4] = {{0}}, b[4] = {{0}}, m[4], w[4], g;                                      \
+        for (k = 0; k < 4; k++) {                                                             \
+            m[k] = lanes_load_f64(mu + j + 8 * k);                                            \
+            w[k] = lanes_load_f64(rs + j + 8 * k);                                            \
+        }                                                                                     \
+        for (r = 0; r < rows; r++) {                                                          \
+            for (k = 0; k < 4; k++) {                                                         \
+                g = lanes_load_##SUF(dy + r * ncols + j + 8 * k);                             \
+                a[k] += g;                                                                    \
+                b[k] += g * ((lanes_load_##SUF(x + r * ncols + j + 8 * k) - m[k]) * w[k]);    \
+            }                                                                                 \
+        }                                                                                     \
+        for (k = 0; k < 4; k++) {                                                             \
+            memcpy(s1 + j + 8 * k, &a[k], 64);                                                \
+            memcpy(s2 + j + 8 * k, &b[k], 64);                                                \
+        }                                                                                     \
+    }                                                                                         \
+    for (; j < ncols; j++) {                                                                  \
+        double a = 0.0, b = 0.0, g;                                                           \
+        for (r = 0; r < rows; r++) {                                                          \
+            g = (double)dy[r * ncols + j];                                                    \
+            a += g;                                                                           \
+            b += g * (((double)x[r * ncols + j] - mu[j]) * rs[j]);                            \
+        }                                                                                     \
+        s1[j] = a;                                                                            \
+        s2[j] = b;                                                                            \
+    }                                                                                         \
+}
+
+COLS_DEFINE(float, f32)
+COLS_DEFINE(double, f64)
+COLS_GRAD_DEFINE(float, f32)
+COLS_GRAD_DEFINE(double, f64)

@@ -25,7 +25,7 @@ Determinism contract (shared with kernels/cython/batch.pyx, bit for bit):
 import numpy as np
 from numba import njit, prange
 
-from .lanes import lane_grad, lane_sqdev, lane_sum
+from .lanes import col_grad32, col_moments32, lane_grad, lane_sqdev, lane_sum
 from .norm import PREFETCH_MAX, _prefetch_read, shifted_moments
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
@@ -146,23 +146,34 @@ def segment_grad_sums_parallel(dy, x, mean, rstd, chunk, psg, psgx):
 
 @njit(inline="always", **_OPTS)
 def _column_moments_block(b, x, rb, pmean, pm2):
+    """Block b's columns, each summed row by row: the mean, then the squared deviations (32
+    columns at a time in registers, lanes.col_moments32; the rest one by one), prefetching the
+    next block along the first tile."""
     outer, C, inner = x.shape
     ncols = C * inner
-    x2 = x.reshape(outer, ncols)
+    flat = x.reshape(-1)
     r0 = b * rb
     r1 = min(outer, r0 + rb)
-    s = np.zeros(ncols)
-    for r in range(r0, r1):
-        for j in range(ncols):
-            s[j] += x2[r, j]
-    nr = r1 - r0
-    for j in range(ncols):
-        s[j] = s[j] / nr
-    q = np.zeros(ncols)
-    for r in range(r0, r1):
-        for j in range(ncols):
-            d = x2[r, j] - s[j]
-            q[j] += d * d
+    rows = r1 - r0
+    blk = flat[r0 * ncols:r1 * ncols]
+    nxt = flat[r1 * ncols:min(outer, r1 + rb) * ncols]
+    lines = (nxt.shape[0] * nxt.itemsize // (2 * rows) + 63) // 64
+    s = np.empty(ncols)
+    q = np.empty(ncols)
+    n32 = ncols - ncols % 32
+    for j in range(0, n32, 32):
+        col_moments32(blk, rows, ncols, j, s, q, nxt if j == 0 else nxt[:0], lines)
+    for j in range(n32, ncols):
+        a = 0.0
+        for r in range(rows):
+            a += blk[r * ncols + j]
+        m = a / rows
+        s[j] = m
+        a = 0.0
+        for r in range(rows):
+            d = blk[r * ncols + j] - m
+            a += d * d
+        q[j] = a
     for c in range(C):
         for i in range(inner):
             pmean[b, i, c] = s[c * inner + i]
@@ -183,24 +194,34 @@ def column_moments_parallel(x, rb, pmean, pm2, work):
 
 @njit(inline="always", **_OPTS)
 def _column_grad_block(b, dy, x, mean, rstd, rb, psg, psgx):
+    """Block b's columns, each summed row by row (32 columns at a time in registers,
+    lanes.col_grad32; the rest one by one)."""
     outer, C, inner = x.shape
     ncols = C * inner
-    x2 = x.reshape(outer, ncols)
-    dy2 = dy.reshape(outer, ncols)
     r0 = b * rb
     r1 = min(outer, r0 + rb)
+    rows = r1 - r0
+    blk = x.reshape(-1)[r0 * ncols:r1 * ncols]
+    dblk = dy.reshape(-1)[r0 * ncols:r1 * ncols]
     mu = np.empty(ncols)
     rs = np.empty(ncols)
     for j in range(ncols):
         mu[j] = mean[0, j // inner]
         rs[j] = rstd[0, j // inner]
-    sg = np.zeros(ncols)
-    sgx = np.zeros(ncols)
-    for r in range(r0, r1):
-        for j in range(ncols):
-            g = np.float64(dy2[r, j])
-            sg[j] += g
-            sgx[j] += g * ((x2[r, j] - mu[j]) * rs[j])
+    sg = np.empty(ncols)
+    sgx = np.empty(ncols)
+    n32 = ncols - ncols % 32
+    for j in range(0, n32, 32):
+        col_grad32(dblk, blk, rows, ncols, j, mu, rs, sg, sgx)
+    for j in range(n32, ncols):
+        a = 0.0
+        e = 0.0
+        for r in range(rows):
+            g = np.float64(dblk[r * ncols + j])
+            a += g
+            e += g * ((blk[r * ncols + j] - mu[j]) * rs[j])
+        sg[j] = a
+        sgx[j] = e
     for c in range(C):
         for i in range(inner):
             psg[b, i, c] = sg[c * inner + i]
@@ -292,11 +313,13 @@ def _affine_segment(x, y, mu, sc, sh):
 
 
 @njit(inline="always", **_OPTS)
-def _affine_row(o, x, mean, scale, shift, y):
-    """Row o of channels-last data (inner == 1): y[o, c] = (x - mean[c]) * scale[c] + shift[c]."""
+def _affine_row(o, x2, mean, scale, shift, y2):
+    """Row o of channels-last data (inner == 1), x2/y2 = x/y viewed (outer, C) (contiguous
+    rows: x[o, :, 0] would be a strided view, which numba does not vectorize):
+    y[o, c] = (x - mean[c]) * scale[c] + shift[c]."""
     po = np.int64(o) * (mean.shape[0] > 1)  # (prange's index is unsigned: no mixed-sign select)
-    xr = x[o, :, 0]
-    yr = y[o, :, 0]
+    xr = x2[o]
+    yr = y2[o]
     mu = mean[po]
     sc = scale[po]
     sh = shift[po]
@@ -308,8 +331,10 @@ def _affine_row(o, x, mean, scale, shift, y):
 def affine_apply_serial(x, mean, scale, shift, y):
     outer, C, inner = x.shape
     if inner == 1:
+        x2 = x.reshape(outer, C)
+        y2 = y.reshape(outer, C)
         for o in range(outer):
-            _affine_row(o, x, mean, scale, shift, y)
+            _affine_row(o, x2, mean, scale, shift, y2)
         return
     po = 1 if mean.shape[0] > 1 else 0
     for oc in range(outer * C):
@@ -322,8 +347,10 @@ def affine_apply_serial(x, mean, scale, shift, y):
 def affine_apply_parallel(x, mean, scale, shift, y):
     outer, C, inner = x.shape
     if inner == 1:
+        x2 = x.reshape(outer, C)
+        y2 = y.reshape(outer, C)
         for o in prange(outer):
-            _affine_row(o, x, mean, scale, shift, y)
+            _affine_row(o, x2, mean, scale, shift, y2)
         return
     po = 1 if mean.shape[0] > 1 else 0
     for oc in prange(outer * C):
@@ -340,11 +367,12 @@ def _grad_segment(dy, x, dx, mu, a, b, cc):
 
 
 @njit(inline="always", **_OPTS)
-def _grad_row(o, dy, x, mean, A, B, Cc, dx):
+def _grad_row(o, dy2, x2, mean, A, B, Cc, dx2):
+    """Row o of channels-last data, the arrays viewed (outer, C) (see ``_affine_row``)."""
     po = np.int64(o) * (mean.shape[0] > 1)
-    dyr = dy[o, :, 0]
-    xr = x[o, :, 0]
-    dxr = dx[o, :, 0]
+    dyr = dy2[o]
+    xr = x2[o]
+    dxr = dx2[o]
     mu = mean[po]
     a = A[po]
     b = B[po]
@@ -358,8 +386,11 @@ def _grad_row(o, dy, x, mean, A, B, Cc, dx):
 def grad_apply_serial(dy, x, mean, A, B, Cc, dx):
     outer, C, inner = x.shape
     if inner == 1:
+        dy2 = dy.reshape(outer, C)
+        x2 = x.reshape(outer, C)
+        dx2 = dx.reshape(outer, C)
         for o in range(outer):
-            _grad_row(o, dy, x, mean, A, B, Cc, dx)
+            _grad_row(o, dy2, x2, mean, A, B, Cc, dx2)
         return
     po = 1 if mean.shape[0] > 1 else 0
     for oc in range(outer * C):
@@ -373,8 +404,11 @@ def grad_apply_serial(dy, x, mean, A, B, Cc, dx):
 def grad_apply_parallel(dy, x, mean, A, B, Cc, dx):
     outer, C, inner = x.shape
     if inner == 1:
+        dy2 = dy.reshape(outer, C)
+        x2 = x.reshape(outer, C)
+        dx2 = dx.reshape(outer, C)
         for o in prange(outer):
-            _grad_row(o, dy, x, mean, A, B, Cc, dx)
+            _grad_row(o, dy2, x2, mean, A, B, Cc, dx2)
         return
     po = 1 if mean.shape[0] > 1 else 0
     for oc in prange(outer * C):

@@ -149,3 +149,121 @@ lane_grad_w = _lane_sums(2, 3, 2, lambda b, v, s: _grad(b, b.fmul(v[0], v[1]), v
 lane_grad_pf = _lane_sums(2, 2, 2, lambda b, v, s: _grad(b, v[0], v[1], s[0], s[1]), nprefetch=3)
 lane_grad_w_pf = _lane_sums(2, 3, 2, lambda b, v, s: _grad(b, b.fmul(v[0], v[1]), v[2], s[0], s[1]),
                             nprefetch=3)
+
+
+# ---------------------------------------------------------------- column tiles
+
+
+@intrinsic
+def col_moments32(typingctx, x, rows, ncols, j0, s, q, nxt, lines):
+    """One 32-column tile of a row-major block (kernels/cython/lanes.h's cols_moments, one tile):
+    x the block, flat (rows * ncols elements); for j in j0..j0+32, in row order,
+    s[j] = (sum of x[r, j]) / rows, then q[j] = sum of (x[r, j] - s[j])^2 (s, q float64, 1-D).
+    Each column is one lane of four 8-lane accumulators kept in registers. ``lines`` cache lines
+    of ``nxt`` (1-D, may be empty) are prefetched per row of each pass (no value changes)."""
+    if not (_is_row(x) and _is_row(nxt) and all(isinstance(t, types.Integer) for t in (rows, ncols, j0, lines))
+            and all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                    and a.dtype == types.float64 for a in (s, q))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        xt, nt = sig.args[0], sig.args[6]
+        xa, sa, qa, na = (context.make_array(t)(context, builder, v)
+                          for t, v in ((xt, args[0]), (sig.args[4], args[4]), (sig.args[5], args[5]),
+                                       (nt, args[6])))
+        i64 = ir.IntType(64)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        rows_, ncols_, j0_, lines_ = (context.cast(builder, v, t, types.int64)
+                                      for v, t in ((args[1], sig.args[1]), (args[2], sig.args[2]),
+                                                   (args[3], sig.args[3]), (args[7], sig.args[7])))
+        nr = _splat(builder, builder.sitofp(rows_, _F64))
+        elt = context.get_data_type(xt.dtype)
+        vptr = ir.VectorType(elt, WIDTH).as_pointer()
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        pf_end = builder.mul(builder.extract_value(na.shape, 0), ir.Constant(i64, nt.dtype.bitwidth // 8))
+        pf_base = builder.bitcast(na.data, i8p)
+        pf_pos = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [0.0] * WIDTH)) for _ in range(4)]
+
+        def pass_(term):
+            with cgutils.for_range(builder, rows_) as loop:
+                base = builder.add(builder.mul(loop.index, ncols_), j0_)
+                for k in range(4):
+                    ptr = builder.gep(xa.data, [builder.add(base, ir.Constant(i64, WIDTH * k))])
+                    v = builder.load(builder.bitcast(ptr, vptr), align=xt.dtype.bitwidth // 8)
+                    v = builder.fpext(v, _V64) if xt.dtype == types.float32 else v
+                    builder.store(builder.fadd(builder.load(accs[k]), term(k, v)), accs[k])
+                with cgutils.for_range(builder, lines_):
+                    pos = builder.load(pf_pos)
+                    with builder.if_then(builder.icmp_signed("<", pos, pf_end)):
+                        builder.call(prefetch, [builder.gep(pf_base, [pos]), ir.Constant(i32, 0),
+                                                ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                        builder.store(builder.add(pos, ir.Constant(i64, 64)), pf_pos)
+
+        def store(arr, k, v):
+            ptr = builder.gep(arr.data, [builder.add(j0_, ir.Constant(i64, WIDTH * k))])
+            builder.store(v, builder.bitcast(ptr, _V64.as_pointer()), align=8)
+
+        pass_(lambda k, v: v)
+        means = [builder.fdiv(builder.load(accs[k]), nr) for k in range(4)]
+        for k in range(4):
+            store(sa, k, means[k])
+            builder.store(ir.Constant(_V64, [0.0] * WIDTH), accs[k])
+
+        def sq(k, v):
+            d = builder.fsub(v, means[k])
+            return builder.fmul(d, d)
+
+        pass_(sq)
+        for k in range(4):
+            store(qa, k, builder.load(accs[k]))
+        return context.get_dummy_value()
+
+    return types.void(x, rows, ncols, j0, s, q, nxt, lines), codegen
+
+
+@intrinsic
+def col_grad32(typingctx, dy, x, rows, ncols, j0, mu, rs, s1, s2):
+    """One 32-column tile of a row-major block (lanes.h's cols_grad, one tile): dy and x the
+    block, flat; for j in j0..j0+32, in row order, with g = dy[r, j]: s1[j] = sum g,
+    s2[j] = sum g * ((x[r, j] - mu[j]) * rs[j]) (mu, rs, s1, s2 float64, 1-D)."""
+    f64rows = [mu, rs, s1, s2]
+    if not (_is_row(dy) and _is_row(x) and all(isinstance(t, types.Integer) for t in (rows, ncols, j0))
+            and all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                    and a.dtype == types.float64 for a in f64rows)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        arrs = {k: context.make_array(sig.args[k])(context, builder, args[k]) for k in (0, 1, 5, 6, 7, 8)}
+        rows_, ncols_, j0_ = (context.cast(builder, args[k], sig.args[k], types.int64) for k in (2, 3, 4))
+
+        def vec(k, idx):
+            t = sig.args[k]
+            ptr = builder.gep(arrs[k].data, [idx])
+            v = builder.load(builder.bitcast(ptr, ir.VectorType(context.get_data_type(t.dtype), WIDTH).as_pointer()),
+                             align=t.dtype.bitwidth // 8)
+            return builder.fpext(v, _V64) if t.dtype == types.float32 else v
+
+        offs = [builder.add(j0_, ir.Constant(i64, WIDTH * k)) for k in range(4)]
+        m = [vec(5, o) for o in offs]
+        w = [vec(6, o) for o in offs]
+        a = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [0.0] * WIDTH)) for _ in range(4)]
+        b = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [0.0] * WIDTH)) for _ in range(4)]
+        with cgutils.for_range(builder, rows_) as loop:
+            base = builder.mul(loop.index, ncols_)
+            for k in range(4):
+                idx = builder.add(base, offs[k])
+                g = vec(0, idx)
+                xv = vec(1, idx)
+                builder.store(builder.fadd(builder.load(a[k]), g), a[k])
+                builder.store(builder.fadd(builder.load(b[k]),
+                                           builder.fmul(g, builder.fmul(builder.fsub(xv, m[k]), w[k]))), b[k])
+        for k in range(4):
+            for arr, acc in ((arrs[7], a[k]), (arrs[8], b[k])):
+                ptr = builder.gep(arr.data, [offs[k]])
+                builder.store(builder.load(acc), builder.bitcast(ptr, _V64.as_pointer()), align=8)
+        return context.get_dummy_value()
+
+    return types.void(dy, x, rows, ncols, j0, mu, rs, s1, s2), codegen
