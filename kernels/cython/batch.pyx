@@ -27,9 +27,11 @@ cdef extern from "lanes.h" nogil:
     void cols_moments_f64(const double* x, Py_ssize_t rows, Py_ssize_t ncols, double* s, double* q,
                           const void* nxt, Py_ssize_t next_bytes)
     void cols_grad_f32(const float* dy, const float* x, Py_ssize_t rows, Py_ssize_t ncols,
-                       const double* mu, const double* rs, double* s1, double* s2)
+                       const double* mu, const double* rs, double* s1, double* s2,
+                       const void* ndy, const void* nx, Py_ssize_t next_bytes)
     void cols_grad_f64(const double* dy, const double* x, Py_ssize_t rows, Py_ssize_t ncols,
-                       const double* mu, const double* rs, double* s1, double* s2)
+                       const double* mu, const double* rs, double* s1, double* s2,
+                       const void* ndy, const void* nx, Py_ssize_t next_bytes)
     void lanes_grad_f32(const float* dy, const float* w, const float* x, Py_ssize_t n,
                         double mean, double rstd, double* sg, double* sgx)
     void lanes_grad_f64(const double* dy, const double* w, const double* x, Py_ssize_t n,
@@ -224,14 +226,16 @@ cdef void _to_pieces(const double* src, double* dst, Py_ssize_t nblocks, Py_ssiz
 cdef void _column_grad_block(const floating* dy, const floating* x, const double* mu, const double* rs,
                              Py_ssize_t b, Py_ssize_t outer, Py_ssize_t ncols, Py_ssize_t rb,
                              double* sg, double* sgx) noexcept nogil:
-    """Block b's columns, each summed row by row (cols_grad in lanes.h)."""
+    """Block b's columns, each summed row by row (cols_grad in lanes.h), prefetching the next
+    block."""
     cdef Py_ssize_t r0 = b * rb, r1 = _min(outer, b * rb + rb)
+    cdef Py_ssize_t nb = (_min(outer, r1 + rb) - r1) * ncols * sizeof(floating)  # the next block
     if floating is float:
         cols_grad_f32(dy + r0 * ncols, x + r0 * ncols, r1 - r0, ncols, mu, rs, sg + b * ncols,
-                      sgx + b * ncols)
+                      sgx + b * ncols, dy + r1 * ncols, x + r1 * ncols, nb)
     else:
         cols_grad_f64(dy + r0 * ncols, x + r0 * ncols, r1 - r0, ncols, mu, rs, sg + b * ncols,
-                      sgx + b * ncols)
+                      sgx + b * ncols, dy + r1 * ncols, x + r1 * ncols, nb)
 
 
 def column_grad_sums(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,

@@ -273,11 +273,13 @@ static inline void cols_moments_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t ncol
 
 /* Column gradient sums of a block of rows: for each column j, in row order, with g = dy[r, j],
  * s1[j] = sum g and s2[j] = sum g * ((x[r, j] - mu[j]) * rs[j]); 32 columns at a time in
- * registers, the rest one by one (kernels/numba/lanes.py's col_grad32) */
+ * registers, the rest one by one (kernels/numba/lanes.py's col_grad32); the next_bytes at ndy
+ * and nx (the next block) are prefetched along the first tile (no value changes) */
 #define COLS_GRAD_DEFINE(T, SUF)                                                              \
 static inline void cols_grad_##SUF(const T *dy, const T *x, ptrdiff_t rows, ptrdiff_t ncols,     \
-                                   const double *mu, const double *rs, double *s1, double *s2) { \
-    ptrdiff_t j = 0, r, k;                                                                    \
+                                   const double *mu, const double *rs, double *s1, double *s2,   \
+                                   const void *ndy, const void *nx, ptrdiff_t next_bytes) {      \
+    ptrdiff_t j = 0, r, k, o, step = (next_bytes / rows + 63) / 64 * 64, at = 0;              \
     for (; j + 32 <= ncols; j += 32) {                                                        \
         f64x8 a[4] = {{0}}, b[4] = {{0}}, m[4], w[4], g;                                      \
         for (k = 0; k < 4; k++) {                                                             \
@@ -289,6 +291,10 @@ static inline void cols_grad_##SUF(const T *dy, const T *x, ptrdiff_t rows, ptrd
                 g = lanes_load_##SUF(dy + r * ncols + j + 8 * k);                             \
                 a[k] += g;                                                                    \
                 b[k] += g * ((lanes_load_##SUF(x + r * ncols + j + 8 * k) - m[k]) * w[k]);    \
+            }                                                                                 \
+            for (o = 0; o < step && at < next_bytes; o += 64, at += 64) {                     \
+                __builtin_prefetch((const char *)ndy + at, 0, 3);                             \
+                __builtin_prefetch((const char *)nx + at, 0, 3);                              \
             }                                                                                 \
         }                                                                                     \
         for (k = 0; k < 4; k++) {                                                             \

@@ -195,14 +195,18 @@ def column_moments_parallel(x, rb, pmean, pm2, work):
 @njit(inline="always", **_OPTS)
 def _column_grad_block(b, dy, x, mean, rstd, rb, psg, psgx):
     """Block b's columns, each summed row by row (32 columns at a time in registers,
-    lanes.col_grad32; the rest one by one)."""
+    lanes.col_grad32; the rest one by one), prefetching the next block along the first tile."""
     outer, C, inner = x.shape
     ncols = C * inner
     r0 = b * rb
     r1 = min(outer, r0 + rb)
     rows = r1 - r0
+    r2 = min(outer, r1 + rb)
     blk = x.reshape(-1)[r0 * ncols:r1 * ncols]
     dblk = dy.reshape(-1)[r0 * ncols:r1 * ncols]
+    nx = x.reshape(-1)[r1 * ncols:r2 * ncols]  # the next block, prefetched along the first tile
+    ndy = dy.reshape(-1)[r1 * ncols:r2 * ncols]
+    lines = (nx.shape[0] * nx.itemsize // rows + 63) // 64
     mu = np.empty(ncols)
     rs = np.empty(ncols)
     for j in range(ncols):
@@ -212,7 +216,10 @@ def _column_grad_block(b, dy, x, mean, rstd, rb, psg, psgx):
     sgx = np.empty(ncols)
     n32 = ncols - ncols % 32
     for j in range(0, n32, 32):
-        col_grad32(dblk, blk, rows, ncols, j, mu, rs, sg, sgx)
+        if j == 0:
+            col_grad32(dblk, blk, rows, ncols, j, mu, rs, sg, sgx, ndy, nx, lines)
+        else:
+            col_grad32(dblk, blk, rows, ncols, j, mu, rs, sg, sgx, ndy[:0], nx[:0], lines)
     for j in range(n32, ncols):
         a = 0.0
         e = 0.0

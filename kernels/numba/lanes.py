@@ -224,20 +224,28 @@ def col_moments32(typingctx, x, rows, ncols, j0, s, q, nxt, lines):
 
 
 @intrinsic
-def col_grad32(typingctx, dy, x, rows, ncols, j0, mu, rs, s1, s2):
+def col_grad32(typingctx, dy, x, rows, ncols, j0, mu, rs, s1, s2, ndy, nx, lines):
     """One 32-column tile of a row-major block (lanes.h's cols_grad, one tile): dy and x the
     block, flat; for j in j0..j0+32, in row order, with g = dy[r, j]: s1[j] = sum g,
-    s2[j] = sum g * ((x[r, j] - mu[j]) * rs[j]) (mu, rs, s1, s2 float64, 1-D)."""
+    s2[j] = sum g * ((x[r, j] - mu[j]) * rs[j]) (mu, rs, s1, s2 float64, 1-D). ``lines`` cache
+    lines of each of ndy and nx (1-D, the same length, may be empty) are prefetched per row (no
+    value changes)."""
     f64rows = [mu, rs, s1, s2]
-    if not (_is_row(dy) and _is_row(x) and all(isinstance(t, types.Integer) for t in (rows, ncols, j0))
+    if not (_is_row(dy) and _is_row(x) and _is_row(ndy) and _is_row(nx)
+            and all(isinstance(t, types.Integer) for t in (rows, ncols, j0, lines))
             and all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
                     and a.dtype == types.float64 for a in f64rows)):
         return None
 
     def codegen(context, builder, sig, args):
         i64 = ir.IntType(64)
-        arrs = {k: context.make_array(sig.args[k])(context, builder, args[k]) for k in (0, 1, 5, 6, 7, 8)}
-        rows_, ncols_, j0_ = (context.cast(builder, args[k], sig.args[k], types.int64) for k in (2, 3, 4))
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        arrs = {k: context.make_array(sig.args[k])(context, builder, args[k]) for k in (0, 1, 5, 6, 7, 8, 9, 10)}
+        rows_, ncols_, j0_, lines_ = (context.cast(builder, args[k], sig.args[k], types.int64) for k in (2, 3, 4, 11))
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        pf_end = builder.mul(builder.extract_value(arrs[9].shape, 0), ir.Constant(i64, sig.args[9].dtype.bitwidth // 8))
+        pf_pos = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
 
         def vec(k, idx):
             t = sig.args[k]
@@ -260,10 +268,17 @@ def col_grad32(typingctx, dy, x, rows, ncols, j0, mu, rs, s1, s2):
                 builder.store(builder.fadd(builder.load(a[k]), g), a[k])
                 builder.store(builder.fadd(builder.load(b[k]),
                                            builder.fmul(g, builder.fmul(builder.fsub(xv, m[k]), w[k]))), b[k])
+            with cgutils.for_range(builder, lines_):
+                pos = builder.load(pf_pos)
+                with builder.if_then(builder.icmp_signed("<", pos, pf_end)):
+                    for k in (9, 10):
+                        builder.call(prefetch, [builder.gep(builder.bitcast(arrs[k].data, i8p), [pos]),
+                                                ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                    builder.store(builder.add(pos, ir.Constant(i64, 64)), pf_pos)
         for k in range(4):
             for arr, acc in ((arrs[7], a[k]), (arrs[8], b[k])):
                 ptr = builder.gep(arr.data, [offs[k]])
                 builder.store(builder.load(acc), builder.bitcast(ptr, _V64.as_pointer()), align=8)
         return context.get_dummy_value()
 
-    return types.void(dy, x, rows, ncols, j0, mu, rs, s1, s2), codegen
+    return types.void(dy, x, rows, ncols, j0, mu, rs, s1, s2, ndy, nx, lines), codegen
