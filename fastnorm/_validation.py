@@ -55,6 +55,15 @@ def same_shape(a, name_a, b, name_b):
         raise ValueError(f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}")
 
 
+def grad_like(dy, x, name="dy"):
+    """The upstream gradient of a backward: a float array of x's shape and dtype."""
+    dy = float_array(dy, name)
+    same_shape(dy, name, x, "x")
+    if dy.dtype != x.dtype:
+        raise TypeError(f"{name} must have the dtype of x ({x.dtype}), got {dy.dtype}")
+    return dy
+
+
 def normalize_axis(axis, ndim, name="axis"):
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(axis).__name__}")

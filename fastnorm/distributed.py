@@ -209,7 +209,7 @@ class SyncBatchNorm(_BatchNorm):
         error = dx = None
         s = np.zeros((2, C))
         try:
-            dy = F._dy(dy, x)
+            dy = v.grad_like(dy, x)
             x3 = F._view3(x, axis)[0]
             dy3 = v.contiguous(dy).reshape(x3.shape)
             dx = np.empty(x.shape, x.dtype)

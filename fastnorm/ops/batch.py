@@ -318,14 +318,6 @@ def _stats_pair(stats, shape):
     return out
 
 
-def _dy(dy, x):
-    dy = v.float_array(dy, "dy")
-    v.same_shape(dy, "dy", x, "x")
-    if dy.dtype != x.dtype:
-        raise TypeError(f"dy must have the dtype of x ({x.dtype}), got {dy.dtype}")
-    return dy
-
-
 # ---------------------------------------------------------------- batch_norm
 
 
@@ -475,7 +467,7 @@ def batch_norm_backward(dy, x, running_mean=None, running_var=None, weight=None,
     """
     x, axis, C, use_batch, _, rm, rv, w, b, eps = _bn_setup(
         x, running_mean, running_var, weight, bias, training, axis, eps, backward=True)
-    dy = _dy(dy, x)
+    dy = v.grad_like(dy, x)
     out, target = _out(out, x, dy, w, b)
     x3, outer, C, inner = _view3(x, axis)
     dt = x.dtype
@@ -587,7 +579,7 @@ def instance_norm_backward(dy, x, weight=None, bias=None, running_mean=None, run
     (array([0., 0.]), array([0.]), array([2.]))
     """
     x, C, _, rm, rv, w, b, eps = _in_setup(x, weight, bias, running_mean, running_var, training, eps)
-    dy = _dy(dy, x)
+    dy = v.grad_like(dy, x)
     out, target = _out(out, x, dy, w, b)
     x3, N, C, inner = _view3(x, 1)
     dt = x.dtype
@@ -683,7 +675,7 @@ def group_norm_backward(dy, x, num_groups, weight=None, bias=None, *, eps=1e-5, 
     (array([0., 0.]), array([-1.,  1.]), array([1., 1.]))
     """
     x, C, G, w, b, eps = _gn_setup(x, num_groups, weight, bias, eps)
-    dy = _dy(dy, x)
+    dy = v.grad_like(dy, x)
     out, target = _out(out, x, dy, w, b)
     N = x.shape[0]
     dt = x.dtype

@@ -31,14 +31,6 @@ def _number(value, name):
     return value
 
 
-def _dy_like(dy, x):
-    dy = val.float_array(dy, "dy")
-    val.same_shape(dy, "dy", x, "x")
-    if dy.dtype != x.dtype:
-        raise TypeError(f"dy must have the dtype of x ({x.dtype}), got {dy.dtype}")
-    return dy
-
-
 # ---------------------------------------------------------------- local response normalization
 
 
@@ -124,7 +116,7 @@ def local_response_norm_backward(dy, x, size, *, alpha=1e-4, beta=0.75, k=1.0, o
     array([0., 0.])
     """
     x, size, alpha, beta, k, mode = _lrn_args(x, size, alpha, beta, k)
-    dy = _dy_like(dy, x)
+    dy = val.grad_like(dy, x)
     out, target = val.out_target(out, x.shape, x.dtype, x, dy)
     if x.size:
         shape3 = (x.shape[0], x.shape[1], x.size // (x.shape[0] * x.shape[1]))
@@ -237,7 +229,7 @@ def lp_normalize_backward(dy, x, *, p=2, axis=-1, eps=1e-12, out=None):
     array([[ 0.128, -0.096]])
     """
     x, p, mode, axis, eps = _lp_args(x, p, axis, eps)
-    dy = _dy_like(dy, x)
+    dy = val.grad_like(dy, x)
     out, target = val.out_target(out, x.shape, x.dtype, x, dy)
     if x.size:
         _pnorm_run(x, _axis3(x.shape, axis), None, target, p, mode, eps, True, dy)

@@ -85,10 +85,7 @@ def _stats_array(s, name, shape, m):
 def _backward(dy, x, weight, bias, axis, eps, out, stats, center):
     x, x2, axis, m, n = _rows(x, axis)
     dt, shape = x.dtype, x.shape
-    dy = v.float_array(dy, "dy")
-    v.same_shape(dy, "dy", x, "x")
-    if dy.dtype != dt:
-        raise TypeError(f"dy must have the dtype of x ({dt}), got {dy.dtype}")
+    dy = v.grad_like(dy, x)
     w, b, eps, out, target = _params_and_out(weight, bias, eps, out, x, axis, dy)
     if stats is None:
         _, mean, rstd = _forward(x2, None, None, 1, eps, None, center)
