@@ -82,6 +82,21 @@ def cosine_linear(x, w, *, eps=1e-8):
     return xn @ wn.T
 
 
+def cosine_linear_backward(dy, x, w, *, eps=1e-8):
+    """The chain rule written out with the forward's y (three float64 products), for
+    nonzero rows: d/dx of y = xn . wn with xn = x / |x|."""
+    x, w, dy = _f64(x), _f64(w), _f64(dy)
+    K, O = x.shape[-1], w.shape[0]
+    x2, dy2 = x.reshape(-1, K), dy.reshape(-1, O)
+    nx = np.maximum(np.sqrt((x2 * x2).sum(-1)), eps)
+    nw = np.maximum(np.sqrt((w * w).sum(-1)), eps)
+    y = (x2 / nx[:, None]) @ (w / nw[:, None]).T
+    t = dy2 * y
+    dx = (dy2 / nw) @ w / nx[:, None] - x2 * (t.sum(1) / nx ** 2)[:, None]
+    dw = (dy2 / nx[:, None]).T @ x2 / nw[:, None] - w * (t.sum(0) / nw ** 2)[:, None]
+    return dx.reshape(x.shape), dw
+
+
 # ---------------------------------------------------------------- PyTorch
 
 

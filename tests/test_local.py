@@ -348,6 +348,13 @@ def test_cosine_linear_matches_reference_and_torch(backend, dtype):
     tx, tw = ref.torch_cosine_linear(x, w, dy=dy)
     close(dx, tx, dtype, scale=8)
     close(dw, tw, dtype, scale=8)
+    # our float64 reference (with the forward's y) on nonzero rows: (no zero rows here)
+    x[0, 1] = 1.0
+    w[3] = 1.0
+    dx, dw = fn.cosine_linear_backward(dy, x, w)
+    rx, rw = ref.cosine_linear_backward(dy, x, w)
+    close(dx, rx, dtype, scale=8)
+    close(dw, rw, dtype, scale=8)
 
 
 def test_cosine_linear_bad_inputs_and_empty(backend):

@@ -425,7 +425,9 @@ def cosine_linear_backward(dy, x, w, *, eps=1e-8):
         dx = rx * ((dy * rw) @ w) - [|x| >= eps] * x * rx^2 * sum_o dy * y
         dw = rw * ((dy * rx)^T @ x) - [|w| >= eps] * w * rw^2 * sum_rows dy * y
 
-    (no second term for a zero row, as torch). Computed in float64 (NumPy matmuls) and
+    (no second term for a zero row, as torch). With G = (dy * rw) @ w and H = (dy * rx)^T @ x,
+    the sums of dy * y need no third product: sum_o dy * y = rx * (x . G) per row and
+    sum_rows dy * y = rw * (w . H) per output. Computed in float64 (two NumPy matmuls) and
     rounded to the input's dtype.
 
     Examples
@@ -449,10 +451,12 @@ def cosine_linear_backward(dy, x, w, *, eps=1e-8):
     nw, rw = _inv_norms(w2, eps)
     x64, w64 = x2.astype(_F64), w2.astype(_F64)
     dy64 = dy.reshape(-1, O).astype(_F64)
-    y64 = (x64 @ w64.T) * rx[:, None] * rw[None, :]
-    t = dy64 * y64
-    kx = np.where((nx >= eps) & (nx > 0), rx * rx, 0.0) * t.sum(axis=1)
-    kw = np.where((nw >= eps) & (nw > 0), rw * rw, 0.0) * t.sum(axis=0)
-    dx = rx[:, None] * ((dy64 * rw[None, :]) @ w64) - x64 * kx[:, None]
-    dw = rw[:, None] * ((dy64 * rx[:, None]).T @ x64) - w64 * kw[:, None]
+    G = (dy64 * rw[None, :]) @ w64                                    # (rows, K)
+    H = (dy64 * rx[:, None]).T @ x64                                  # (O, K)
+    sx = rx * np.einsum("rk,rk->r", x64, G)                           # sum_o dy * y
+    sw = rw * np.einsum("ok,ok->o", w64, H)                           # sum_rows dy * y
+    kx = np.where((nx >= eps) & (nx > 0), rx * rx, 0.0) * sx
+    kw = np.where((nw >= eps) & (nw > 0), rw * rw, 0.0) * sw
+    dx = rx[:, None] * G - x64 * kx[:, None]
+    dw = rw[:, None] * H - w64 * kw[:, None]
     return dx.astype(x.dtype).reshape(x.shape), dw.astype(x.dtype)
