@@ -70,3 +70,41 @@ def test_rejects_strided_rows():
     x = np.ones(64, np.float32)[::2]
     with pytest.raises(Exception, match="(?i)lane_sum|typing|resolution"):
         njit(lambda a: L.lane_sum(a))(x)
+
+
+@njit(cache=False)
+def _max(x):
+    return L.lane_max(x)
+
+
+def max_order(x):
+    """The contract's maximum (divmath.h dm_row_max) of the first n - n % 32 elements: lane j
+    keeps v if v > acc, from -inf, over elements 32k + j; then lanes 0..31 in order."""
+    n32 = len(x) - len(x) % 32
+    acc = [-np.inf] * 32
+    for k in range(0, n32, 32):
+        for j in range(32):
+            v = float(x[k + j])
+            acc[j] = v if v > acc[j] else acc[j]
+    mx = -np.inf
+    for a in acc:
+        mx = a if a > mx else mx
+    return mx
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", LENGTHS)
+def test_lane_max_follows_the_fixed_order(dtype, n):
+    rng = np.random.default_rng(n + 1)
+    x = rng.standard_normal(n).astype(dtype)
+    got = _max(x)
+    assert got == max_order(x) or (np.isnan(got) and np.isnan(max_order(x)))
+    # signed zeros keep the first seen per lane, NaN never wins, -inf rows stay -inf
+    for fill in (0.0, -0.0):
+        z = np.full(n, fill, dtype)
+        z[1::3] = -fill
+        if n > 5:
+            z[5] = np.nan
+        got, want = _max(z), max_order(z)
+        assert got == want and np.signbit(got) == np.signbit(want), (fill, got, want)
+    assert _max(np.full(n, -np.inf, dtype)) == -np.inf

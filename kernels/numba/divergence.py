@@ -20,7 +20,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
-from .lanes import lane_sum
+from .lanes import lane_max, lane_sum
 from .norm import _scratch
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
@@ -287,18 +287,11 @@ def divergence_rows_parallel(mode, p, q, out):
 
 @njit(inline="always", **_OPTS)
 def _row_max(x, acc):
-    """max of x (NaN ignored; -inf for none) over 32 lanes (they vectorize), then in order."""
+    """max of x (NaN ignored; -inf for none) over 32 lanes (lanes.lane_max: in registers), then
+    the tail in order (``acc``: unused, kept for the callers' scratch)."""
     n = x.shape[0]
-    n32 = n - n % 32
-    acc[:] = -np.inf
-    for i in range(0, n32, 32):
-        for j in range(32):
-            v = np.float64(x[i + j])
-            acc[j] = v if v > acc[j] else acc[j]
-    mx = -np.inf
-    for j in range(32):
-        mx = acc[j] if acc[j] > mx else mx
-    for i in range(n32, n):
+    mx = lane_max(x)
+    for i in range(n - n % 32, n):
         v = np.float64(x[i])
         mx = v if v > mx else mx
     return mx

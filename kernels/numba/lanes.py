@@ -282,3 +282,44 @@ def col_grad32(typingctx, dy, x, rows, ncols, j0, mu, rs, s1, s2, ndy, nx, lines
         return context.get_dummy_value()
 
     return types.void(dy, x, rows, ncols, j0, mu, rs, s1, s2, ndy, nx, lines), codegen
+
+
+# ---------------------------------------------------------------- maximum
+
+
+@intrinsic
+def lane_max(typingctx, x):
+    """The 32-lane maximum of the first n - n % 32 elements of x (kernels/cython/divmath.h's
+    dm_row_max order): lane j keeps acc = v if v > acc else acc over elements 32k + j, from -inf
+    (NaN never replaces; -0.0 and 0.0 keep the first seen), then the lanes in order 0..31 the
+    same way; the caller takes the tail. Four 8-lane vectors in registers."""
+    if not _is_row(x):
+        return None
+
+    def codegen(context, builder, sig, args):
+        xt = sig.args[0]
+        xa = context.make_array(xt)(context, builder, args[0])
+        n = builder.extract_value(xa.shape, 0)
+        n32 = builder.sub(n, builder.srem(n, ir.Constant(n.type, 32)))
+        ninf = ir.Constant(_F64, float("-inf"))
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [float("-inf")] * WIDTH))
+                for _ in range(4)]
+        elt = context.get_data_type(xt.dtype)
+        with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), n32,
+                                     ir.Constant(n.type, 32)) as (i, _):
+            for k in range(4):
+                ptr = builder.gep(xa.data, [builder.add(i, ir.Constant(i.type, WIDTH * k))])
+                v = builder.load(builder.bitcast(ptr, ir.VectorType(elt, WIDTH).as_pointer()),
+                                 align=xt.dtype.bitwidth // 8)
+                v = builder.fpext(v, _V64) if xt.dtype == types.float32 else v
+                a = builder.load(accs[k])
+                builder.store(builder.select(builder.fcmp_ordered(">", v, a), v, a), accs[k])
+        mx = ninf
+        for k in range(4):
+            a = builder.load(accs[k])
+            for j in range(WIDTH):
+                e = builder.extract_element(a, ir.Constant(ir.IntType(32), j))
+                mx = builder.select(builder.fcmp_ordered(">", e, mx), e, mx)
+        return mx
+
+    return types.float64(x), codegen
