@@ -209,6 +209,17 @@ def _invpow64(d, beta, mode):
     return d ** (-beta)
 
 
+@njit(inline="always", **_OPTS)
+def _grad_terms(Sc, Qc, xr, dyr, t1, k, a, beta, mode):
+    """With d = k + a * S (the window sums) and p = d^-beta: Q = dy * (x * p) / d, S = dy * p."""
+    for t in range(t1):
+        d = k + a * Sc[t]
+        p = _invpow64(d, beta, mode)
+        g = np.float64(dyr[t])
+        Qc[t] = (g * (np.float64(xr[t]) * p)) / d
+        Sc[t] = g * p
+
+
 @njit(**_OPTS)
 def _lrn_backward_chunk(ch, nchunks, dy, x, dx, size, lo, a, k, beta, mode):
     N, C, inner = x.shape
@@ -225,16 +236,15 @@ def _lrn_backward_chunk(ch, nchunks, dy, x, dx, size, lo, a, k, beta, mode):
         dxn = dx[n]
         _window_sum(xn, i0, True, S, C, lo, size, t1, suf, pre)
         for c in range(C):
-            Sc = S[c]
-            Qc = Q[c]
-            xr = xn[c, i0:i0 + t1]
-            dyr = dyn[c, i0:i0 + t1]
-            for t in range(t1):
-                d = k + a * Sc[t]
-                p = _invpow64(d, beta, mode)
-                g = np.float64(dyr[t])
-                Qc[t] = (g * (np.float64(xr[t]) * p)) / d
-                Sc[t] = g * p
+            # one loop per mode (a constant in each: the loop is branch-free and vectorizes)
+            if mode == 1:
+                _grad_terms(S[c], Q[c], xn[c, i0:i0 + t1], dyn[c, i0:i0 + t1], t1, k, a, beta, 1)
+            elif mode == 2:
+                _grad_terms(S[c], Q[c], xn[c, i0:i0 + t1], dyn[c, i0:i0 + t1], t1, k, a, beta, 2)
+            elif mode == 3:
+                _grad_terms(S[c], Q[c], xn[c, i0:i0 + t1], dyn[c, i0:i0 + t1], t1, k, a, beta, 3)
+            else:
+                _grad_terms(S[c], Q[c], xn[c, i0:i0 + t1], dyn[c, i0:i0 + t1], t1, k, a, beta, 0)
         # x_i is in the window of c exactly when c is in i's mirrored window
         _window_sum(Q, 0, False, B, C, size - 1 - lo, size, t1, suf, pre)
         for c in range(C):
