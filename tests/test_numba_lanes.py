@@ -108,3 +108,28 @@ def test_lane_max_follows_the_fixed_order(dtype, n):
         got, want = _max(z), max_order(z)
         assert got == want and np.signbit(got) == np.signbit(want), (fill, got, want)
     assert _max(np.full(n, -np.inf, dtype)) == -np.inf
+
+
+def test_vector_exp32_is_the_scalar_fexp32():
+    """divergence.exps32 (explicit 16-wide vector code) gives fexp32's bits, special values
+    included, and the float32 softmax rows use it for all but the last n % 16 elements."""
+    from fastnorm.kernels.numba import divergence as D
+
+    @njit(cache=False)
+    def scalar(x, m32, e):
+        for i in range(x.shape[0]):
+            e[i] = np.float64(D.fexp32(np.float32(x[i] - m32)))
+
+    @njit(cache=False)
+    def vector(x, m32, e):
+        D._exps(x, np.float64(m32), e)
+
+    rng = np.random.default_rng(7)
+    special = [np.nan, -np.inf, np.inf, -86.0, -85.99, -87.0, 0.0, -0.0, 88.0, -1e-30, 1e-45]
+    for n in (0, 5, 16, 17, 1000, 1003):
+        x = np.concatenate([rng.standard_normal(n) * 30, special]).astype(np.float32)
+        for m in (0.0, 3.5, -100.0):
+            a, b = np.empty(len(x)), np.empty(len(x))
+            scalar(x, np.float32(m), a)
+            vector(x, np.float32(m), b)
+            assert np.array_equal(a, b, equal_nan=True), (n, m)
