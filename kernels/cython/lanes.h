@@ -220,7 +220,7 @@ static inline void lanes_moments_f32(const float *x, ptrdiff_t n, double *mean, 
  * order, s[j] = (sum of the rows' x[r, j]) / rows, then q[j] = sum of (x[r, j] - s[j])^2.
  * Each column is one lane: 32 columns at a time in four 8-lane accumulators kept in registers
  * (the block is re-read from cache per tile), the last ncols % 32 columns one by one; the
- * bits are those of the scalar column loops (kernels/numba/lanes.py's col_sum32/col_sqdev32).
+ * bits are those of the scalar column loops (kernels/numba/lanes.py's col_moments32).
  * The next_bytes at ``next`` (the next block) are prefetched along the first tile's two passes,
  * so that memory stays busy while the other tiles read cache (no value changes). */
 #define COLS_DEFINE(T, SUF)                                                                   \
