@@ -216,6 +216,18 @@ static inline void lanes_moments_f32(const float *x, ptrdiff_t n, double *mean, 
     *m2 = q < 0.0 ? 0.0 : q;
 }
 
+/* Prefetch (for reading) the next ``step`` bytes at offset *at of the run at a, and of b when
+ * not NULL, up to ``end`` bytes; advances *at. Spread over a loop, it streams the next block
+ * in while the current one is read from cache. */
+static inline void lanes_prefetch_run(const void *a, const void *b, ptrdiff_t *at, ptrdiff_t end,
+                                      ptrdiff_t step) {
+    ptrdiff_t o;
+    for (o = 0; o < step && *at < end; o += 64, *at += 64) {
+        __builtin_prefetch((const char *)a + *at, 0, 3);
+        if (b) __builtin_prefetch((const char *)b + *at, 0, 3);
+    }
+}
+
 /* Column moments of a block of rows (row-major, ``ncols`` per row): for each column j, in row
  * order, s[j] = (sum of the rows' x[r, j]) / rows, then q[j] = sum of (x[r, j] - s[j])^2.
  * Each column is one lane: 32 columns at a time in four 8-lane accumulators kept in registers
@@ -226,8 +238,7 @@ static inline void lanes_moments_f32(const float *x, ptrdiff_t n, double *mean, 
 #define COLS_DEFINE(T, SUF)                                                                   \
 static inline void cols_moments_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t ncols, double *s,   \
                                       double *q, const void *next, ptrdiff_t next_bytes) {    \
-    ptrdiff_t j = 0, r, step = (next_bytes / (2 * rows) + 63) / 64 * 64, o;                   \
-    const char *pf = (const char *)next, *pf_end = pf + next_bytes;                           \
+    ptrdiff_t j = 0, r, step = (next_bytes / (2 * rows) + 63) / 64 * 64, at = 0;              \
     double nr = (double)rows;                                                                 \
     for (; j + 32 <= ncols; j += 32) {                                                        \
         f64x8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, m0, m1, m2, m3, d0, d1, d2, d3;         \
@@ -237,8 +248,7 @@ static inline void cols_moments_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t ncol
             a1 += lanes_load_##SUF(p + 8);                                                    \
             a2 += lanes_load_##SUF(p + 16);                                                   \
             a3 += lanes_load_##SUF(p + 24);                                                   \
-            for (o = 0; o < step && pf < pf_end; o += 64, pf += 64)                           \
-                __builtin_prefetch(pf, 0, 3);                                                 \
+            lanes_prefetch_run(next, NULL, &at, next_bytes, step);                            \
         }                                                                                     \
         m0 = a0 / nr; m1 = a1 / nr; m2 = a2 / nr; m3 = a3 / nr;                               \
         memcpy(s + j, &m0, 64); memcpy(s + j + 8, &m1, 64);                                   \
@@ -251,8 +261,7 @@ static inline void cols_moments_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t ncol
             d2 = lanes_load_##SUF(p + 16) - m2;                                               \
             d3 = lanes_load_##SUF(p + 24) - m3;                                               \
             a0 += d0 * d0; a1 += d1 * d1; a2 += d2 * d2; a3 += d3 * d3;                       \
-            for (o = 0; o < step && pf < pf_end; o += 64, pf += 64)                           \
-                __builtin_prefetch(pf, 0, 3);                                                 \
+            lanes_prefetch_run(next, NULL, &at, next_bytes, step);                            \
         }                                                                                     \
         memcpy(q + j, &a0, 64); memcpy(q + j + 8, &a1, 64);                                   \
         memcpy(q + j + 16, &a2, 64); memcpy(q + j + 24, &a3, 64);                             \
@@ -279,7 +288,7 @@ static inline void cols_moments_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t ncol
 static inline void cols_grad_##SUF(const T *dy, const T *x, ptrdiff_t rows, ptrdiff_t ncols,     \
                                    const double *mu, const double *rs, double *s1, double *s2,   \
                                    const void *ndy, const void *nx, ptrdiff_t next_bytes) {      \
-    ptrdiff_t j = 0, r, k, o, step = (next_bytes / rows + 63) / 64 * 64, at = 0;              \
+    ptrdiff_t j = 0, r, k, step = (next_bytes / rows + 63) / 64 * 64, at = 0;                 \
     for (; j + 32 <= ncols; j += 32) {                                                        \
         f64x8 a[4] = {{0}}, b[4] = {{0}}, m[4], w[4], g;                                      \
         for (k = 0; k < 4; k++) {                                                             \
@@ -292,10 +301,7 @@ static inline void cols_grad_##SUF(const T *dy, const T *x, ptrdiff_t rows, ptrd
                 a[k] += g;                                                                    \
                 b[k] += g * ((lanes_load_##SUF(x + r * ncols + j + 8 * k) - m[k]) * w[k]);    \
             }                                                                                 \
-            for (o = 0; o < step && at < next_bytes; o += 64, at += 64) {                     \
-                __builtin_prefetch((const char *)ndy + at, 0, 3);                             \
-                __builtin_prefetch((const char *)nx + at, 0, 3);                              \
-            }                                                                                 \
+            lanes_prefetch_run(ndy, nx, &at, next_bytes, step);                               \
         }                                                                                     \
         for (k = 0; k < 4; k++) {                                                             \
             memcpy(s1 + j + 8 * k, &a[k], 64);                                                \

@@ -162,7 +162,7 @@ def _column_moments_block(b, x, rb, pmean, pm2):
     q = np.empty(ncols)
     n32 = ncols - ncols % 32
     for j in range(0, n32, 32):
-        col_moments32(blk, rows, ncols, j, s, q, nxt if j == 0 else nxt[:0], lines)
+        col_moments32(blk, rows, ncols, j, s, q, nxt, lines if j == 0 else 0)
     for j in range(n32, ncols):
         a = 0.0
         for r in range(rows):
@@ -216,10 +216,7 @@ def _column_grad_block(b, dy, x, mean, rstd, rb, psg, psgx):
     sgx = np.empty(ncols)
     n32 = ncols - ncols % 32
     for j in range(0, n32, 32):
-        if j == 0:
-            col_grad32(dblk, blk, rows, ncols, j, mu, rs, sg, sgx, ndy, nx, lines)
-        else:
-            col_grad32(dblk, blk, rows, ncols, j, mu, rs, sg, sgx, ndy[:0], nx[:0], lines)
+        col_grad32(dblk, blk, rows, ncols, j, mu, rs, sg, sgx, ndy, nx, lines if j == 0 else 0)
     for j in range(n32, ncols):
         a = 0.0
         e = 0.0

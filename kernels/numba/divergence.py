@@ -21,8 +21,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from .lanes import lane_max, lane_sum
-from .norm import _scratch
+from .lanes import _splat, lane_max, lane_sum
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -137,8 +136,7 @@ def exps32(typingctx, x, m32, e):
         def splat(c):
             return ir.Constant(vf, [float(c)] * _VW)
 
-        m = builder.insert_element(ir.Constant(vf, ir.Undefined), args[1], ir.Constant(i32, 0))
-        m = builder.shuffle_vector(m, ir.Constant(vf, ir.Undefined), ir.Constant(vi, [0] * _VW))
+        m = _splat(builder, args[1], vf)
         lo, zero = splat(_LO32), splat(_ZERO32)
         with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), nv, ir.Constant(n.type, _VW)) as (i, _):
             px = builder.bitcast(builder.gep(xa.data, [i]), vf.as_pointer())
@@ -344,9 +342,9 @@ def divergence_rows_parallel(mode, p, q, out):
 
 
 @njit(inline="always", **_OPTS)
-def _row_max(x, acc):
+def _row_max(x):
     """max of x (NaN ignored; -inf for none) over 32 lanes (lanes.lane_max: in registers), then
-    the tail in order (``acc``: unused, kept for the callers' scratch)."""
+    the tail in order."""
     n = x.shape[0]
     mx = lane_max(x)
     for i in range(n - n % 32, n):
@@ -379,9 +377,9 @@ def _exp_sum(x, mx, e):
 
 
 @njit(inline="always", **_OPTS)
-def _softmax_row(x, y, log, e, acc):
+def _softmax_row(x, y, log, e):
     n = x.shape[0]
-    mx = _row_max(x, acc)
+    mx = _row_max(x)
     s = _exp_sum(x, mx, e)
     if log:
         ls = flog(s)  # (x - mx) - log s: exact differences, then one rounding
@@ -396,10 +394,9 @@ def _softmax_row(x, y, log, e, acc):
 @njit(inline="always", **_OPTS)
 def _softmax_chunk(c, nchunks, x, y, log):
     m, n = x.shape
-    acc = _scratch()
     e = np.empty(n)
     for r in range(c * m // nchunks, (c + 1) * m // nchunks):
-        _softmax_row(x[r], y[r], log, e, acc)
+        _softmax_row(x[r], y[r], log, e)
 
 
 @njit(**_OPTS)
@@ -421,7 +418,7 @@ def softmax_rows_parallel(x, y, log):
 
 
 @njit(inline="always", **_OPTS)
-def _sce_row(x, label, w, has_w, wsum, ignore_index, eps, g, want_grad, dx, e, sbuf, acc):
+def _sce_row(x, label, w, has_w, wsum, ignore_index, eps, g, want_grad, dx, e, sbuf):
     """Loss of one row (float64) and, when ``want_grad``, dx = g * d(loss)/dx:
     loss = (1-eps) w_y (lse - x_y) + eps/C sum_c w_c (lse - x_c), lse = mx + log s."""
     n = x.shape[0]
@@ -430,7 +427,7 @@ def _sce_row(x, label, w, has_w, wsum, ignore_index, eps, g, want_grad, dx, e, s
             for i in range(n):
                 dx[i] = 0.0
         return 0.0
-    mx = _row_max(x, acc)
+    mx = _row_max(x)
     s = _exp_sum(x, mx, e)
     ls = flog(s)  # lse - x_c computed as log s - (x_c - mx): no rounding at lse's magnitude
     wy = w[label] if has_w else 1.0
@@ -453,13 +450,12 @@ def _sce_row(x, label, w, has_w, wsum, ignore_index, eps, g, want_grad, dx, e, s
 def _sce_chunk(c, nchunks, x, labels, w, has_w, wsum, ignore_index, eps, gscale, want_grad,
                loss, dx):
     m, n = x.shape
-    acc = _scratch()
     e = np.empty(n)
     sbuf = np.empty(n if eps > 0.0 else 0)
     for r in range(c * m // nchunks, (c + 1) * m // nchunks):
         loss[r] = _sce_row(x[r], labels[r], w, has_w, wsum, ignore_index, eps,
                            gscale[r] if want_grad else 0.0, want_grad,
-                           dx[r] if want_grad else dx[0], e, sbuf, acc)
+                           dx[r] if want_grad else dx[0], e, sbuf)
 
 
 @njit(**_OPTS)

@@ -33,9 +33,46 @@ def _is_row(a):
             and a.dtype in (types.float32, types.float64))
 
 
-def _splat(builder, value):
-    v = builder.insert_element(ir.Constant(_V64, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(v, ir.Constant(_V64, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH))
+def _splat(builder, value, vtype=_V64):
+    """``value`` in every lane of a vector of type ``vtype``."""
+    n = vtype.count
+    v = builder.insert_element(ir.Constant(vtype, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, ir.Constant(vtype, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+
+
+def _load(context, builder, arytype, ary, index):
+    """The 8 elements of a 1-D array from ``index`` on, widened to float64 (exact)."""
+    elt = context.get_data_type(arytype.dtype)
+    ptr = builder.bitcast(builder.gep(ary.data, [index]), ir.VectorType(elt, WIDTH).as_pointer())
+    v = builder.load(ptr, align=arytype.dtype.bitwidth // 8)
+    return builder.fpext(v, _V64) if arytype.dtype == types.float32 else v
+
+
+def _store(builder, ary, index, v):
+    """Store the float64 vector v at ``index`` of a float64 1-D array."""
+    builder.store(v, builder.bitcast(builder.gep(ary.data, [index]), _V64.as_pointer()), align=8)
+
+
+def _prefetcher(context, builder, arytypes, arys, lines):
+    """A function ``step()`` that prefetches (for reading) the next ``lines`` cache lines of
+    each of ``arys`` (1-D arrays of the same length; a shared position, stopping at the end)."""
+    i64, i8p, i32 = ir.IntType(64), ir.IntType(8).as_pointer(), ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+    end = builder.mul(builder.extract_value(arys[0].shape, 0), ir.Constant(i64, arytypes[0].dtype.bitwidth // 8))
+    bases = [builder.bitcast(a.data, i8p) for a in arys]
+    pos = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+
+    def step():
+        with cgutils.for_range(builder, lines):
+            at = builder.load(pos)
+            with builder.if_then(builder.icmp_signed("<", at, end)):
+                for base in bases:
+                    builder.call(fn, [builder.gep(base, [at]), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                      ir.Constant(i32, 1)])
+                builder.store(builder.add(at, ir.Constant(i64, 64)), pos)
+
+    return step
 
 
 def _combine(builder, acc):
@@ -87,13 +124,8 @@ def _lane_sums(nsums, narrays, nscalars, body, nprefetch=0):
                                                 ir.Constant(i32, 1 if q == 0 else 0),
                                                 ir.Constant(i32, 3), ir.Constant(i32, 1)])
                 for k in range(4):
-                    vecs = []
-                    for t, a in zip(sig.args[:narrays], arys[:narrays]):
-                        elt = context.get_data_type(t.dtype)
-                        ptr = builder.gep(a.data, [builder.add(i, ir.Constant(i.type, WIDTH * k))])
-                        ptr = builder.bitcast(ptr, ir.VectorType(elt, WIDTH).as_pointer())
-                        v = builder.load(ptr, align=t.dtype.bitwidth // 8)
-                        vecs.append(builder.fpext(v, _V64) if t.dtype == types.float32 else v)
+                    at = builder.add(i, ir.Constant(i.type, WIDTH * k))
+                    vecs = [_load(context, builder, t, a, at) for t, a in zip(sig.args[:narrays], arys[:narrays])]
                     terms = body(builder, vecs, splats)
                     for s in range(nsums):
                         builder.store(builder.fadd(builder.load(accs[s][k]), terms[s]), accs[s][k])
@@ -154,61 +186,49 @@ lane_grad_w_pf = _lane_sums(2, 3, 2, lambda b, v, s: _grad(b, b.fmul(v[0], v[1])
 # ---------------------------------------------------------------- column tiles
 
 
+def _f64_row(a):
+    return isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype == types.float64
+
+
+def _ints(*ts):
+    return all(isinstance(t, types.Integer) for t in ts)
+
+
+def _i64(context, builder, sig, args, *ks):
+    return [context.cast(builder, args[k], sig.args[k], types.int64) for k in ks]
+
+
 @intrinsic
 def col_moments32(typingctx, x, rows, ncols, j0, s, q, nxt, lines):
     """One 32-column tile of a row-major block (kernels/cython/lanes.h's cols_moments, one tile):
     x the block, flat (rows * ncols elements); for j in j0..j0+32, in row order,
     s[j] = (sum of x[r, j]) / rows, then q[j] = sum of (x[r, j] - s[j])^2 (s, q float64, 1-D).
     Each column is one lane of four 8-lane accumulators kept in registers. ``lines`` cache lines
-    of ``nxt`` (1-D, may be empty) are prefetched per row of each pass (no value changes)."""
-    if not (_is_row(x) and _is_row(nxt) and all(isinstance(t, types.Integer) for t in (rows, ncols, j0, lines))
-            and all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-                    and a.dtype == types.float64 for a in (s, q))):
+    of ``nxt`` (1-D) are prefetched per row of each pass (no value changes; 0: none)."""
+    if not (_is_row(x) and _is_row(nxt) and _ints(rows, ncols, j0, lines) and _f64_row(s) and _f64_row(q)):
         return None
 
     def codegen(context, builder, sig, args):
-        xt, nt = sig.args[0], sig.args[6]
-        xa, sa, qa, na = (context.make_array(t)(context, builder, v)
-                          for t, v in ((xt, args[0]), (sig.args[4], args[4]), (sig.args[5], args[5]),
-                                       (nt, args[6])))
-        i64 = ir.IntType(64)
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        rows_, ncols_, j0_, lines_ = (context.cast(builder, v, t, types.int64)
-                                      for v, t in ((args[1], sig.args[1]), (args[2], sig.args[2]),
-                                                   (args[3], sig.args[3]), (args[7], sig.args[7])))
-        nr = _splat(builder, builder.sitofp(rows_, _F64))
-        elt = context.get_data_type(xt.dtype)
-        vptr = ir.VectorType(elt, WIDTH).as_pointer()
-        prefetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
-        pf_end = builder.mul(builder.extract_value(na.shape, 0), ir.Constant(i64, nt.dtype.bitwidth // 8))
-        pf_base = builder.bitcast(na.data, i8p)
-        pf_pos = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+        xt = sig.args[0]
+        xa, sa, qa, na = (context.make_array(sig.args[k])(context, builder, args[k]) for k in (0, 4, 5, 6))
+        rows_, ncols_, j0_, lines_ = _i64(context, builder, sig, args, 1, 2, 3, 7)
+        prefetch = _prefetcher(context, builder, [sig.args[6]], [na], lines_)
+        offs = [builder.add(j0_, ir.Constant(j0_.type, WIDTH * k)) for k in range(4)]
         accs = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [0.0] * WIDTH)) for _ in range(4)]
 
         def pass_(term):
             with cgutils.for_range(builder, rows_) as loop:
-                base = builder.add(builder.mul(loop.index, ncols_), j0_)
+                base = builder.mul(loop.index, ncols_)
                 for k in range(4):
-                    ptr = builder.gep(xa.data, [builder.add(base, ir.Constant(i64, WIDTH * k))])
-                    v = builder.load(builder.bitcast(ptr, vptr), align=xt.dtype.bitwidth // 8)
-                    v = builder.fpext(v, _V64) if xt.dtype == types.float32 else v
+                    v = _load(context, builder, xt, xa, builder.add(base, offs[k]))
                     builder.store(builder.fadd(builder.load(accs[k]), term(k, v)), accs[k])
-                with cgutils.for_range(builder, lines_):
-                    pos = builder.load(pf_pos)
-                    with builder.if_then(builder.icmp_signed("<", pos, pf_end)):
-                        builder.call(prefetch, [builder.gep(pf_base, [pos]), ir.Constant(i32, 0),
-                                                ir.Constant(i32, 3), ir.Constant(i32, 1)])
-                        builder.store(builder.add(pos, ir.Constant(i64, 64)), pf_pos)
-
-        def store(arr, k, v):
-            ptr = builder.gep(arr.data, [builder.add(j0_, ir.Constant(i64, WIDTH * k))])
-            builder.store(v, builder.bitcast(ptr, _V64.as_pointer()), align=8)
+                prefetch()
 
         pass_(lambda k, v: v)
+        nr = _splat(builder, builder.sitofp(rows_, _F64))
         means = [builder.fdiv(builder.load(accs[k]), nr) for k in range(4)]
         for k in range(4):
-            store(sa, k, means[k])
+            _store(builder, sa, offs[k], means[k])
             builder.store(ir.Constant(_V64, [0.0] * WIDTH), accs[k])
 
         def sq(k, v):
@@ -217,7 +237,7 @@ def col_moments32(typingctx, x, rows, ncols, j0, s, q, nxt, lines):
 
         pass_(sq)
         for k in range(4):
-            store(qa, k, builder.load(accs[k]))
+            _store(builder, qa, offs[k], builder.load(accs[k]))
         return context.get_dummy_value()
 
     return types.void(x, rows, ncols, j0, s, q, nxt, lines), codegen
@@ -228,57 +248,34 @@ def col_grad32(typingctx, dy, x, rows, ncols, j0, mu, rs, s1, s2, ndy, nx, lines
     """One 32-column tile of a row-major block (lanes.h's cols_grad, one tile): dy and x the
     block, flat; for j in j0..j0+32, in row order, with g = dy[r, j]: s1[j] = sum g,
     s2[j] = sum g * ((x[r, j] - mu[j]) * rs[j]) (mu, rs, s1, s2 float64, 1-D). ``lines`` cache
-    lines of each of ndy and nx (1-D, the same length, may be empty) are prefetched per row (no
-    value changes)."""
-    f64rows = [mu, rs, s1, s2]
-    if not (_is_row(dy) and _is_row(x) and _is_row(ndy) and _is_row(nx)
-            and all(isinstance(t, types.Integer) for t in (rows, ncols, j0, lines))
-            and all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-                    and a.dtype == types.float64 for a in f64rows)):
+    lines of each of ndy and nx (1-D, the same length) are prefetched per row (no value changes;
+    0: none)."""
+    if not (_is_row(dy) and _is_row(x) and _is_row(ndy) and _is_row(nx) and _ints(rows, ncols, j0, lines)
+            and all(_f64_row(a) for a in (mu, rs, s1, s2))):
         return None
 
     def codegen(context, builder, sig, args):
-        i64 = ir.IntType(64)
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        arrs = {k: context.make_array(sig.args[k])(context, builder, args[k]) for k in (0, 1, 5, 6, 7, 8, 9, 10)}
-        rows_, ncols_, j0_, lines_ = (context.cast(builder, args[k], sig.args[k], types.int64) for k in (2, 3, 4, 11))
-        prefetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
-        pf_end = builder.mul(builder.extract_value(arrs[9].shape, 0), ir.Constant(i64, sig.args[9].dtype.bitwidth // 8))
-        pf_pos = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
-
-        def vec(k, idx):
-            t = sig.args[k]
-            ptr = builder.gep(arrs[k].data, [idx])
-            v = builder.load(builder.bitcast(ptr, ir.VectorType(context.get_data_type(t.dtype), WIDTH).as_pointer()),
-                             align=t.dtype.bitwidth // 8)
-            return builder.fpext(v, _V64) if t.dtype == types.float32 else v
-
-        offs = [builder.add(j0_, ir.Constant(i64, WIDTH * k)) for k in range(4)]
-        m = [vec(5, o) for o in offs]
-        w = [vec(6, o) for o in offs]
-        a = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [0.0] * WIDTH)) for _ in range(4)]
-        b = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [0.0] * WIDTH)) for _ in range(4)]
+        t = sig.args
+        a = {k: context.make_array(t[k])(context, builder, args[k]) for k in (0, 1, 5, 6, 7, 8, 9, 10)}
+        rows_, ncols_, j0_, lines_ = _i64(context, builder, sig, args, 2, 3, 4, 11)
+        prefetch = _prefetcher(context, builder, [t[9], t[10]], [a[9], a[10]], lines_)
+        offs = [builder.add(j0_, ir.Constant(j0_.type, WIDTH * k)) for k in range(4)]
+        m = [_load(context, builder, t[5], a[5], o) for o in offs]
+        w = [_load(context, builder, t[6], a[6], o) for o in offs]
+        sg = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [0.0] * WIDTH)) for _ in range(4)]
+        sgx = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [0.0] * WIDTH)) for _ in range(4)]
         with cgutils.for_range(builder, rows_) as loop:
             base = builder.mul(loop.index, ncols_)
             for k in range(4):
                 idx = builder.add(base, offs[k])
-                g = vec(0, idx)
-                xv = vec(1, idx)
-                builder.store(builder.fadd(builder.load(a[k]), g), a[k])
-                builder.store(builder.fadd(builder.load(b[k]),
-                                           builder.fmul(g, builder.fmul(builder.fsub(xv, m[k]), w[k]))), b[k])
-            with cgutils.for_range(builder, lines_):
-                pos = builder.load(pf_pos)
-                with builder.if_then(builder.icmp_signed("<", pos, pf_end)):
-                    for k in (9, 10):
-                        builder.call(prefetch, [builder.gep(builder.bitcast(arrs[k].data, i8p), [pos]),
-                                                ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-                    builder.store(builder.add(pos, ir.Constant(i64, 64)), pf_pos)
+                g = _load(context, builder, t[0], a[0], idx)
+                xhat = builder.fmul(builder.fsub(_load(context, builder, t[1], a[1], idx), m[k]), w[k])
+                builder.store(builder.fadd(builder.load(sg[k]), g), sg[k])
+                builder.store(builder.fadd(builder.load(sgx[k]), builder.fmul(g, xhat)), sgx[k])
+            prefetch()
         for k in range(4):
-            for arr, acc in ((arrs[7], a[k]), (arrs[8], b[k])):
-                ptr = builder.gep(arr.data, [offs[k]])
-                builder.store(builder.load(acc), builder.bitcast(ptr, _V64.as_pointer()), align=8)
+            _store(builder, a[7], offs[k], builder.load(sg[k]))
+            _store(builder, a[8], offs[k], builder.load(sgx[k]))
         return context.get_dummy_value()
 
     return types.void(dy, x, rows, ncols, j0, mu, rs, s1, s2, ndy, nx, lines), codegen
@@ -301,20 +298,15 @@ def lane_max(typingctx, x):
         xa = context.make_array(xt)(context, builder, args[0])
         n = builder.extract_value(xa.shape, 0)
         n32 = builder.sub(n, builder.srem(n, ir.Constant(n.type, 32)))
-        ninf = ir.Constant(_F64, float("-inf"))
-        accs = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [float("-inf")] * WIDTH))
-                for _ in range(4)]
-        elt = context.get_data_type(xt.dtype)
+        ninf = float("-inf")
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [ninf] * WIDTH)) for _ in range(4)]
         with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), n32,
                                      ir.Constant(n.type, 32)) as (i, _):
             for k in range(4):
-                ptr = builder.gep(xa.data, [builder.add(i, ir.Constant(i.type, WIDTH * k))])
-                v = builder.load(builder.bitcast(ptr, ir.VectorType(elt, WIDTH).as_pointer()),
-                                 align=xt.dtype.bitwidth // 8)
-                v = builder.fpext(v, _V64) if xt.dtype == types.float32 else v
+                v = _load(context, builder, xt, xa, builder.add(i, ir.Constant(i.type, WIDTH * k)))
                 a = builder.load(accs[k])
                 builder.store(builder.select(builder.fcmp_ordered(">", v, a), v, a), accs[k])
-        mx = ninf
+        mx = ir.Constant(_F64, ninf)
         for k in range(4):
             a = builder.load(accs[k])
             for j in range(WIDTH):
