@@ -133,3 +133,38 @@ def test_vector_exp32_is_the_scalar_fexp32():
             scalar(x, np.float32(m), a)
             vector(x, np.float32(m), b)
             assert np.array_equal(a, b, equal_nan=True), (n, m)
+
+
+@njit(cache=False)
+def _scaled(x, w, b, y, mean, rstd, mode):
+    if mode == 2:
+        L.row_scale_wb(x, w, b, y, mean, rstd)
+    elif mode == 1:
+        L.row_scale_w(x, w, b, y, mean, rstd)
+    else:
+        L.row_scale(x, w, b, y, mean, rstd)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", (0, 7, 8, 9, 100, 1024, 1031))
+def test_row_scale_is_the_scalar_output_pass(dtype, n):
+    """row_scale*: y = t [* w] [+ b], t = (x - mean) * rstd in float64 rounded to the dtype,
+    the product and the sum each rounded in the dtype: bit for bit over n - n % 8 elements,
+    the tail untouched; in place (y is x) too."""
+    rng = np.random.default_rng(n + 2)
+    x = (rng.standard_normal(n) * 3.0 + 1.5).astype(dtype)
+    w = rng.standard_normal(n).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
+    if n > 3:
+        x[3] = np.nan
+    mean, rstd = 1.4999999, 0.3333333333
+    t = ((x.astype(np.float64) - mean) * rstd).astype(dtype)
+    n8 = n - n % 8
+    for mode, want in enumerate((t, t * w, t * w + b)):  # float32 arrays: float32 arithmetic
+        y = np.full(n, 42.0, dtype)
+        _scaled(x, w, b, y, mean, rstd, mode)
+        assert np.array_equal(y[:n8], want[:n8], equal_nan=True), mode
+        assert (y[n8:] == 42.0).all()
+        z = x.copy()
+        _scaled(z, w, b, z, mean, rstd, mode)
+        assert np.array_equal(z[:n8], want[:n8], equal_nan=True), mode

@@ -25,8 +25,8 @@ Determinism contract (shared with kernels/cython/batch.pyx, bit for bit):
 import numpy as np
 from numba import njit, prange
 
-from .lanes import col_grad32, col_moments32, lane_grad, lane_sqdev, lane_sum
-from .norm import PREFETCH_MAX, _prefetch_read, shifted_moments
+from .lanes import PREFETCH_MAX, col_grad32, col_moments32, lane_grad, lane_sqdev, lane_sum, prefetch_read
+from .norm import shifted_moments
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -55,7 +55,7 @@ def _piece_moments(x, nxt):
         s += x[i]
     mean = s / n
     for i in range(0, min(nxt.shape[0], PREFETCH_MAX // nxt.itemsize), 64 // nxt.itemsize):
-        _prefetch_read(nxt, i)
+        prefetch_read(nxt, i)
     q = lane_sqdev(x, mean)
     for i in range(n32, n):
         d = x[i] - mean

@@ -40,17 +40,19 @@ def _splat(builder, value, vtype=_V64):
     return builder.shuffle_vector(v, ir.Constant(vtype, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
 
 
-def _load(context, builder, arytype, ary, index):
-    """The 8 elements of a 1-D array from ``index`` on, widened to float64 (exact)."""
+def _load(context, builder, arytype, ary, index, widen=True):
+    """The 8 elements of a 1-D array from ``index`` on, widened to float64 (exact) unless
+    ``widen`` is false (then in the array's dtype)."""
     elt = context.get_data_type(arytype.dtype)
     ptr = builder.bitcast(builder.gep(ary.data, [index]), ir.VectorType(elt, WIDTH).as_pointer())
     v = builder.load(ptr, align=arytype.dtype.bitwidth // 8)
-    return builder.fpext(v, _V64) if arytype.dtype == types.float32 else v
+    return builder.fpext(v, _V64) if widen and arytype.dtype == types.float32 else v
 
 
 def _store(builder, ary, index, v):
-    """Store the float64 vector v at ``index`` of a float64 1-D array."""
-    builder.store(v, builder.bitcast(builder.gep(ary.data, [index]), _V64.as_pointer()), align=8)
+    """Store the vector v at ``index`` of a 1-D array of v's element type."""
+    align = 4 if isinstance(v.type.element, ir.FloatType) else 8
+    builder.store(v, builder.bitcast(builder.gep(ary.data, [index]), v.type.as_pointer()), align=align)
 
 
 def _prefetcher(context, builder, arytypes, arys, lines):
@@ -181,6 +183,78 @@ lane_grad_w = _lane_sums(2, 3, 2, lambda b, v, s: _grad(b, b.fmul(v[0], v[1]), v
 lane_grad_pf = _lane_sums(2, 2, 2, lambda b, v, s: _grad(b, v[0], v[1], s[0], s[1]), nprefetch=3)
 lane_grad_w_pf = _lane_sums(2, 3, 2, lambda b, v, s: _grad(b, b.fmul(v[0], v[1]), v[2], s[0], s[1]),
                             nprefetch=3)
+
+
+#: bytes prefetched ahead at most (kernels/cython/lanes.h's LANES_PREFETCH_MAX): more would
+#: not stay in L1
+PREFETCH_MAX = 16384
+
+
+@intrinsic
+def prefetch_read(typingctx, a, i):
+    """Prefetches the cache line of a[i] for reading (llvm.prefetch; never faults, changes no
+    value); a is 1-D."""
+    if not (isinstance(a, types.Array) and a.ndim == 1 and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(a, i), codegen
+
+
+# ---------------------------------------------------------------- normalized rows
+
+
+def _row_affine(scale, shift):
+    @intrinsic
+    def row_affine(typingctx, x, w, b, y, mean, rstd):
+        """y[i] = t * w[i] + b[i] for the first n - n % 8 elements of the rows (1-D, one float
+        dtype), t = (x[i] - mean) * rstd in float64 rounded to y's dtype; the product and the
+        sum in y's dtype, each rounded (no fused multiply-add). x is read before y is written
+        (y may be x). kernels/cython/norm.pyx's output loop, 8 elements per step."""
+        rows = (x, w, b, y)
+        if not (all(_is_row(a) for a in rows) and len({a.dtype for a in rows}) == 1
+                and all(isinstance(s, (types.Float, types.Integer)) for s in (mean, rstd))):
+            return None
+
+        def codegen(context, builder, sig, args):
+            xt = sig.args[0]
+            xa, wa, ba, ya = (context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:4], args[:4]))
+            mu, rs = (_splat(builder, context.cast(builder, v, t, types.float64))
+                      for t, v in zip(sig.args[4:], args[4:]))
+            narrow = xt.dtype == types.float32
+            n = builder.extract_value(xa.shape, 0)
+            n8 = builder.sub(n, builder.srem(n, ir.Constant(n.type, WIDTH)))
+            with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), n8,
+                                         ir.Constant(n.type, WIDTH)) as (i, _):
+                t = builder.fmul(builder.fsub(_load(context, builder, xt, xa, i), mu), rs)
+                if narrow:
+                    t = builder.fptrunc(t, ir.VectorType(ir.FloatType(), WIDTH))
+                if scale:
+                    t = builder.fmul(t, _load(context, builder, xt, wa, i, widen=False))
+                if shift:
+                    t = builder.fadd(t, _load(context, builder, xt, ba, i, widen=False))
+                _store(builder, ya, i, t)
+            return context.get_dummy_value()
+
+        return types.void(x, w, b, y, mean, rstd), codegen
+
+    return row_affine
+
+
+# y = xhat, xhat * w, xhat * w + b (w, b ignored where not used): the output pass of a
+# normalized row
+row_scale = _row_affine(False, False)
+row_scale_w = _row_affine(True, False)
+row_scale_wb = _row_affine(True, True)
 
 
 # ---------------------------------------------------------------- column tiles
