@@ -197,21 +197,22 @@ def _normal_chunk(c, x, y, offset, k0, k1, a, b, mode):
     n = y.shape[0]
     r = np.empty((4, TILE), np.uint32)
     rf = r.reshape(4 * TILE)
-    z = np.empty(2 * TILE)
     # in word units: normals [offset, offset + n) are words [2 offset, 2 offset + 2 n)
     t0, t1 = _span(c, 2 * offset, 2 * n)
     for t in range(t0, t1):
         _tile(t, 1, k0, k1, r)
         j0, j1, d = _overlap(t, 2 * offset, 2 * n)
-        # the tile's normals first: a loop of arithmetic alone, which vectorizes
-        for j in range(j0 >> 1, j1 >> 1):
-            z[j] = _normal(rf, j)
-        for j in range(j0 >> 1, j1 >> 1):
-            i = j + (d >> 1)
-            if mode == 0:
-                y[i] = a + b * z[j]
-            else:
-                y[i] = x[i] * (a + b * z[j])
+        # the tile's normals h0 <= j < h1 in one vectorized loop with their outputs, over
+        # views from 0 (normals to a scratch array, then a second loop, took 1.6x as long)
+        h0, h1, e = j0 >> 1, j1 >> 1, d >> 1
+        xs = x[h0 + e:h1 + e]
+        ys = y[h0 + e:h1 + e]
+        if mode == 0:
+            for m in range(h1 - h0):
+                ys[m] = a + b * _normal(rf, h0 + m)
+        else:
+            for m in range(h1 - h0):
+                ys[m] = xs[m] * (a + b * _normal(rf, h0 + m))
 
 
 @njit(inline="always", **_OPTS)
