@@ -87,8 +87,11 @@ def _backward(dy, x, weight, bias, axis, eps, out, stats, center):
     dt, shape = x.dtype, x.shape
     dy = v.grad_like(dy, x)
     w, b, eps, out, target = _params_and_out(weight, bias, eps, out, x, axis, dy)
-    if stats is None:
-        _, mean, rstd = _forward(x2, None, None, 1, eps, None, center)
+    if stats is None:  # the forward's statistics, recomputed (no y written)
+        mean = np.empty(m, _F64)
+        rstd = np.empty(m, _F64)
+        if x2.size:
+            kernels("norm").norm_stats(x2, mean, rstd, center, eps, threads_for(x2.size))
     elif center:
         if not isinstance(stats, (tuple, list)) or len(stats) != 2:
             raise ValueError("stats must be the (mean, invstd) pair returned with return_stats=True")

@@ -121,6 +121,32 @@ def norm_forward(cnp.ndarray x, cnp.ndarray w, cnp.ndarray b, cnp.ndarray y,
                              center, has_w, has_b, eps, nthreads)
 
 
+cdef void _stats(const floating* x, double* mean, double* rstd, Py_ssize_t m, Py_ssize_t n,
+                 bint center, double eps, int nthreads) noexcept nogil:
+    cdef Py_ssize_t r
+    if nthreads <= 1:
+        for r in range(m):
+            _centered_stats(x + r * n, n, center, eps, mean + r, rstd + r)
+    else:
+        for r in prange(m, num_threads=nthreads, schedule="guided", chunksize=16):
+            _centered_stats(x + r * n, n, center, eps, mean + r, rstd + r)
+
+
+def norm_stats(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd, bint center, double eps, int nthreads):
+    """mean, rstd of each row of x (m, n), as norm_forward computes them (no y): the
+    backward's statistics when the caller has none."""
+    cdef Py_ssize_t m = cnp.PyArray_DIM(x, 0), n = cnp.PyArray_DIM(x, 1)
+    cdef double* pm = <double*>cnp.PyArray_DATA(mean)
+    cdef double* pr = <double*>cnp.PyArray_DATA(rstd)
+    cdef void* px = cnp.PyArray_DATA(x)
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+        with nogil:
+            _stats[float](<float*>px, pm, pr, m, n, center, eps, nthreads)
+    else:
+        with nogil:
+            _stats[double](<double*>px, pm, pr, m, n, center, eps, nthreads)
+
+
 cdef inline void _backward_row(const floating* dy, const floating* x, const floating* w, floating* dx,
                                Py_ssize_t n, double mean, double rstd, bint center, bint has_w,
                                double* pdw, double* pdb, bint prefetch_next) noexcept nogil:

@@ -153,6 +153,20 @@ def norm_forward_parallel(x, w, b, y, mean, rstd, center, has_w, has_b, eps):
         mean[r], rstd[r] = _forward_row(x[r], w, b, y[r], center, has_w, has_b, eps)
 
 
+@njit(**_OPTS)
+def norm_stats_serial(x, mean, rstd, center, eps):
+    """mean, rstd of each row, as norm_forward computes them (no y): the backward's statistics
+    when the caller has none."""
+    for r in range(x.shape[0]):
+        mean[r], rstd[r] = _centered_stats(x[r], center, eps)
+
+
+@njit(parallel=True, **_OPTS)
+def norm_stats_parallel(x, mean, rstd, center, eps):
+    for r in prange(x.shape[0]):
+        mean[r], rstd[r] = _centered_stats(x[r], center, eps)
+
+
 @njit(inline="always", **_OPTS)
 def _backward_row(dy, x, w, dx, mean, rstd, center, has_w, pdw, pdb, want_dw, want_db, ndy, nx):
     """dx of one row; adds dy*xhat to pdw and dy to pdb (float64 chunk partials).
