@@ -1,5 +1,4 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# distutils: extra_compile_args = -mprefer-vector-width=256
 """Optimizer update loops (SGD, Adagrad, Adadelta, RMSprop, Adam/AdamW), Cython + OpenMP.
 
 The multi-tensor layout (pointer table, chunk table, coefficient rows) and the arithmetic,
