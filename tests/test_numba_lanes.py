@@ -168,3 +168,39 @@ def test_row_scale_is_the_scalar_output_pass(dtype, n):
         z = x.copy()
         _scaled(z, w, b, z, mean, rstd, mode)
         assert np.array_equal(z[:n8], want[:n8], equal_nan=True), mode
+
+
+@njit(cache=False)
+def _dx(dy, w, x, dx, pdw, pdb, mean, rstd, mg, mgx, has_w, want_dw, want_db):
+    L.row_dx(dy, w, x, dx, pdw, pdb, mean, rstd, mg, mgx, has_w, want_dw, want_db)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", (0, 7, 8, 100, 1031))
+@pytest.mark.parametrize("has_w,want_dw,want_db", [(True, True, True), (False, True, False),
+                                                    (True, False, True), (False, False, False)])
+def test_row_dx_is_the_scalar_dx_pass(dtype, n, has_w, want_dw, want_db):
+    """row_dx: dx = ((g - mg) - xhat * mgx) * rstd in float64 rounded once, g = dy * w (or dy),
+    pdw += dy * xhat, pdb += dy, bit for bit over n - n % 8 elements (the tail untouched);
+    dx may be dy."""
+    rng = np.random.default_rng(n + 3)
+    dy, x, w = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    mean, rstd, mg, mgx = 0.125, 1.7, -0.3, 0.45
+    n8 = n - n % 8
+    d, x64 = dy.astype(np.float64), x.astype(np.float64)
+    xhat = (x64 - mean) * rstd
+    g = d * w.astype(np.float64) if has_w else d
+    want = (((g - mg) - xhat * mgx) * rstd).astype(dtype)
+    p0w, p0b = rng.standard_normal(n), rng.standard_normal(n)
+    for in_place in (False, True):
+        dx = dy.copy() if in_place else np.full(n, 42.0, dtype)
+        pdw = p0w.copy() if want_dw else np.empty(0)
+        pdb = p0b.copy() if want_db else np.empty(0)
+        _dx(dx if in_place else dy, w if has_w else np.empty(0, dtype), x, dx, pdw, pdb, mean, rstd,
+            mg, mgx, has_w, want_dw, want_db)
+        assert np.array_equal(dx[:n8], want[:n8])
+        assert np.array_equal(dx[n8:], dy[n8:] if in_place else np.full(n - n8, 42.0, dtype))
+        if want_dw:
+            assert np.array_equal(pdw[:n8], p0w[:n8] + d[:n8] * xhat[:n8]) and np.array_equal(pdw[n8:], p0w[n8:])
+        if want_db:
+            assert np.array_equal(pdb[:n8], p0b[:n8] + d[:n8]) and np.array_equal(pdb[n8:], p0b[n8:])

@@ -257,6 +257,56 @@ row_scale_w = _row_affine(True, False)
 row_scale_wb = _row_affine(True, True)
 
 
+@intrinsic
+def row_dx(typingctx, dy, w, x, dx, pdw, pdb, mean, rstd, mg, mgx, has_w, want_dw, want_db):
+    """The LayerNorm/RMSNorm backward's dx pass over the first n - n % 8 elements of a row,
+    8 per step (kernels/cython/lanes.h's lanes_dx): d = dy[i] and xhat = (x[i] - mean) * rstd in
+    float64, g = d * w[i] (d without has_w), dx[i] = ((g - mg) - xhat * mgx) * rstd rounded to
+    dx's dtype; pdw[i] += d * xhat with want_dw, pdb[i] += d with want_db (float64, 1-D;
+    arrays not used may be empty). dy[i] is read before dx[i] is written (dx may be dy)."""
+    rows = (dy, w, x, dx)
+    if not (all(_is_row(a) for a in rows) and len({a.dtype for a in rows}) == 1
+            and _f64_row(pdw) and _f64_row(pdb)
+            and all(isinstance(s, (types.Float, types.Integer)) for s in (mean, rstd, mg, mgx))
+            and all(isinstance(f, types.Boolean) for f in (has_w, want_dw, want_db))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        t = sig.args[0]
+        dya, wa, xa, dxa, pwa, pba = (context.make_array(k)(context, builder, v)
+                                      for k, v in zip(sig.args[:6], args[:6]))
+        mu, rs, mg_, mgx_ = (_splat(builder, context.cast(builder, v, k, types.float64))
+                             for k, v in zip(sig.args[6:10], args[6:10]))
+        flag_w, flag_dw, flag_db = args[10:13]
+        n = builder.extract_value(xa.shape, 0)
+        n8 = builder.sub(n, builder.srem(n, ir.Constant(n.type, WIDTH)))
+        with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), n8,
+                                     ir.Constant(n.type, WIDTH)) as (i, _):
+            d = _load(context, builder, t, dya, i)
+            xhat = builder.fmul(builder.fsub(_load(context, builder, t, xa, i), mu), rs)
+            with builder.if_else(flag_w) as (then, otherwise):
+                with then:
+                    gw = builder.fmul(d, _load(context, builder, t, wa, i))
+                    bw = builder.block
+                with otherwise:
+                    bd = builder.block
+            g = builder.phi(_V64)
+            g.add_incoming(gw, bw)
+            g.add_incoming(d, bd)
+            v = builder.fmul(builder.fsub(builder.fsub(g, mg_), builder.fmul(xhat, mgx_)), rs)
+            if t.dtype == types.float32:
+                v = builder.fptrunc(v, ir.VectorType(ir.FloatType(), WIDTH))
+            _store(builder, dxa, i, v)
+            f64 = types.Array(types.float64, 1, "C")
+            with builder.if_then(flag_dw):
+                _store(builder, pwa, i, builder.fadd(_load(context, builder, f64, pwa, i), builder.fmul(d, xhat)))
+            with builder.if_then(flag_db):
+                _store(builder, pba, i, builder.fadd(_load(context, builder, f64, pba, i), d))
+        return context.get_dummy_value()
+
+    return types.void(dy, w, x, dx, pdw, pdb, mean, rstd, mg, mgx, has_w, want_dw, want_db), codegen
+
+
 # ---------------------------------------------------------------- column tiles
 
 
