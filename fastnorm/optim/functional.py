@@ -11,6 +11,8 @@ except where torch's vectorized sqrt (SLEEF, not correctly rounded) is one ulp o
 ulp after tens of steps. Both CPU backends give identical bits for any thread count. Arrays
 on a CUDA device run the numba.cuda kernels (fastnorm.cuda.optim).
 """
+import functools
+
 import numpy as np
 
 from .. import _validation as v
@@ -36,7 +38,15 @@ SLOTS = {
 
 
 def chunk_table(sizes):
-    """(C, 3) int64 rows (tensor, start, stop): every tensor cut into ranges of ``CHUNK``."""
+    """(C, 3) int64 rows (tensor, start, stop): every tensor cut into ranges of ``CHUNK``.
+
+    Read-only and shared: the table of the same sizes is built once (a model steps the same
+    tensors every time; building it took ~25 us of a ~45 us small step)."""
+    return _chunk_table(tuple(sizes))
+
+
+@functools.lru_cache(maxsize=32)
+def _chunk_table(sizes):
     sizes = np.asarray(sizes, np.int64)
     counts = (sizes + CHUNK - 1) // CHUNK
     total = int(counts.sum())
@@ -44,7 +54,9 @@ def chunk_table(sizes):
     first = np.repeat(np.cumsum(counts) - counts, counts)
     start = (np.arange(total, dtype=np.int64) - first) * CHUNK
     stop = np.minimum(start + CHUNK, sizes[t])
-    return np.ascontiguousarray(np.stack([t, start, stop], axis=1))
+    table = np.ascontiguousarray(np.stack([t, start, stop], axis=1))
+    table.flags.writeable = False
+    return table
 
 
 _PROTO = {dt: np.empty(0, dt) for dt in v.FLOAT_DTYPES}
