@@ -55,14 +55,23 @@ def _store(builder, ary, index, v):
     builder.store(v, builder.bitcast(builder.gep(ary.data, [index]), v.type.as_pointer()), align=align)
 
 
+_I8P, _I32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+
+
+def _prefetch(builder, ptr, write=False):
+    """llvm.prefetch of the cache line at ``ptr`` (an i8*), for reading or writing, kept in all
+    cache levels; it never faults and changes no value."""
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [_I8P, _I32, _I32, _I32]), "llvm.prefetch.p0")
+    builder.call(fn, [ptr, ir.Constant(_I32, int(write)), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+
+
 def _prefetcher(context, builder, arytypes, arys, lines):
     """A function ``step()`` that prefetches (for reading) the next ``lines`` cache lines of
     each of ``arys`` (1-D arrays of the same length; a shared position, stopping at the end)."""
-    i64, i8p, i32 = ir.IntType(64), ir.IntType(8).as_pointer(), ir.IntType(32)
-    fn = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+    i64 = ir.IntType(64)
     end = builder.mul(builder.extract_value(arys[0].shape, 0), ir.Constant(i64, arytypes[0].dtype.bitwidth // 8))
-    bases = [builder.bitcast(a.data, i8p) for a in arys]
+    bases = [builder.bitcast(a.data, _I8P) for a in arys]
     pos = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
 
     def step():
@@ -70,8 +79,7 @@ def _prefetcher(context, builder, arytypes, arys, lines):
             at = builder.load(pos)
             with builder.if_then(builder.icmp_signed("<", at, end)):
                 for base in bases:
-                    builder.call(fn, [builder.gep(base, [at]), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                                      ir.Constant(i32, 1)])
+                    _prefetch(builder, builder.gep(base, [at]))
                 builder.store(builder.add(at, ir.Constant(i64, 64)), pos)
 
     return step
@@ -113,18 +121,13 @@ def _lane_sums(nsums, narrays, nscalars, body, nprefetch=0):
             n32 = builder.sub(n, builder.srem(n, ir.Constant(n.type, 32)))
             accs = [[cgutils.alloca_once_value(builder, ir.Constant(_V64, [0.0] * WIDTH))
                      for _ in range(4)] for _ in range(nsums)]
-            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-            prefetch = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
             with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), n32,
                                          ir.Constant(n.type, 32)) as (i, _):
                 for q, (t, a) in enumerate(zip(sig.args[narrays:narrays + nprefetch],
                                                arys[narrays:narrays + nprefetch])):
-                    base = builder.bitcast(builder.gep(a.data, [i]), i8p)
+                    base = builder.bitcast(builder.gep(a.data, [i]), _I8P)
                     for off in range(0, 32 * t.dtype.bitwidth // 8, 64):
-                        builder.call(prefetch, [builder.gep(base, [ir.Constant(i32, off)]),
-                                                ir.Constant(i32, 1 if q == 0 else 0),
-                                                ir.Constant(i32, 3), ir.Constant(i32, 1)])
+                        _prefetch(builder, builder.gep(base, [ir.Constant(_I32, off)]), write=q == 0)
                 for k in range(4):
                     at = builder.add(i, ir.Constant(i.type, WIDTH * k))
                     vecs = [_load(context, builder, t, a, at) for t, a in zip(sig.args[:narrays], arys[:narrays])]
@@ -200,11 +203,7 @@ def prefetch_read(typingctx, a, i):
     def codegen(context, builder, sig, args):
         ary = context.make_array(sig.args[0])(context, builder, args[0])
         ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]])
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                          ir.Constant(i32, 1)])
+        _prefetch(builder, builder.bitcast(ptr, _I8P))
         return context.get_dummy_value()
 
     return types.void(a, i), codegen
@@ -278,6 +277,7 @@ def row_dx(typingctx, dy, w, x, dx, pdw, pdb, mean, rstd, mg, mgx, has_w, want_d
         mu, rs, mg_, mgx_ = (_splat(builder, context.cast(builder, v, k, types.float64))
                              for k, v in zip(sig.args[6:10], args[6:10]))
         flag_w, flag_dw, flag_db = args[10:13]
+        f64 = sig.args[4]  # the partials' array type
         n = builder.extract_value(xa.shape, 0)
         n8 = builder.sub(n, builder.srem(n, ir.Constant(n.type, WIDTH)))
         with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), n8,
@@ -297,7 +297,6 @@ def row_dx(typingctx, dy, w, x, dx, pdw, pdb, mean, rstd, mg, mgx, has_w, want_d
             if t.dtype == types.float32:
                 v = builder.fptrunc(v, ir.VectorType(ir.FloatType(), WIDTH))
             _store(builder, dxa, i, v)
-            f64 = types.Array(types.float64, 1, "C")
             with builder.if_then(flag_dw):
                 _store(builder, pwa, i, builder.fadd(_load(context, builder, f64, pwa, i), builder.fmul(d, xhat)))
             with builder.if_then(flag_db):
