@@ -137,18 +137,13 @@ def test_vector_exp32_is_the_scalar_fexp32():
 
 @njit(cache=False)
 def _scaled(x, w, b, y, mean, rstd, mode):
-    if mode == 2:
-        L.row_scale_wb(x, w, b, y, mean, rstd)
-    elif mode == 1:
-        L.row_scale_w(x, w, b, y, mean, rstd)
-    else:
-        L.row_scale(x, w, b, y, mean, rstd)
+    L.row_scale(x, w, b, y, mean, rstd, mode >= 1, mode == 2)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", (0, 7, 8, 9, 100, 1024, 1031))
 def test_row_scale_is_the_scalar_output_pass(dtype, n):
-    """row_scale*: y = t [* w] [+ b], t = (x - mean) * rstd in float64 rounded to the dtype,
+    """row_scale: y = t [* w] [+ b], t = (x - mean) * rstd in float64 rounded to the dtype,
     the product and the sum each rounded in the dtype: bit for bit over n - n % 8 elements,
     the tail untouched; in place (y is x) too."""
     rng = np.random.default_rng(n + 2)

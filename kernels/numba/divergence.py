@@ -18,10 +18,9 @@ Determinism contract (shared with kernels/cython/divergence.pyx and divmath.h, b
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-from .lanes import _splat, lane_max, lane_sum
+from .lanes import _blocks, _load, _splat, _store, lane_max, lane_sum
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -130,17 +129,14 @@ def exps32(typingctx, x, m32, e):
         vd = ir.VectorType(ir.DoubleType(), _VW)
         xa = context.make_array(sig.args[0])(context, builder, args[0])
         ea = context.make_array(sig.args[2])(context, builder, args[2])
-        n = builder.extract_value(xa.shape, 0)
-        nv = builder.sub(n, builder.srem(n, ir.Constant(n.type, _VW)))
 
         def splat(c):
             return ir.Constant(vf, [float(c)] * _VW)
 
         m = _splat(builder, args[1], vf)
         lo, zero = splat(_LO32), splat(_ZERO32)
-        with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), nv, ir.Constant(n.type, _VW)) as (i, _):
-            px = builder.bitcast(builder.gep(xa.data, [i]), vf.as_pointer())
-            d = builder.fsub(builder.load(px, align=4), m)
+        with _blocks(builder, xa, _VW) as i:
+            d = builder.fsub(_load(context, builder, sig.args[0], xa, i, widen=False, width=_VW), m)
             below = builder.fcmp_ordered("<", d, lo)
             dc = builder.select(below, lo, d)
             t = builder.fadd(builder.fmul(dc, splat(_L2E32)), splat(_SH32))
@@ -152,9 +148,7 @@ def exps32(typingctx, x, m32, e):
             k = builder.shl(builder.add(builder.bitcast(t, vi), ir.Constant(vi, [126] * _VW)),
                             ir.Constant(vi, [23] * _VW))
             res = builder.fmul(builder.fadd(p, p), builder.bitcast(k, vf))
-            res = builder.select(below, zero, res)
-            pe = builder.bitcast(builder.gep(ea.data, [i]), vd.as_pointer())
-            builder.store(builder.fpext(res, vd), pe, align=8)
+            _store(builder, ea, i, builder.fpext(builder.select(below, zero, res), vd))
         return context.get_dummy_value()
 
     return types.void(x, m32, e), codegen

@@ -40,19 +40,51 @@ def _splat(builder, value, vtype=_V64):
     return builder.shuffle_vector(v, ir.Constant(vtype, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
 
 
-def _load(context, builder, arytype, ary, index, widen=True):
-    """The 8 elements of a 1-D array from ``index`` on, widened to float64 (exact) unless
-    ``widen`` is false (then in the array's dtype)."""
+def _load(context, builder, arytype, ary, index, widen=True, width=WIDTH):
+    """The ``width`` elements of a 1-D array from ``index`` on, widened to float64 (exact)
+    unless ``widen`` is false (then in the array's dtype)."""
     elt = context.get_data_type(arytype.dtype)
-    ptr = builder.bitcast(builder.gep(ary.data, [index]), ir.VectorType(elt, WIDTH).as_pointer())
+    ptr = builder.bitcast(builder.gep(ary.data, [index]), ir.VectorType(elt, width).as_pointer())
     v = builder.load(ptr, align=arytype.dtype.bitwidth // 8)
-    return builder.fpext(v, _V64) if widen and arytype.dtype == types.float32 else v
+    return builder.fpext(v, ir.VectorType(_F64, width)) if widen and arytype.dtype == types.float32 else v
 
 
 def _store(builder, ary, index, v):
     """Store the vector v at ``index`` of a 1-D array of v's element type."""
     align = 4 if isinstance(v.type.element, ir.FloatType) else 8
     builder.store(v, builder.bitcast(builder.gep(ary.data, [index]), v.type.as_pointer()), align=align)
+
+
+def _blocks(builder, ary, step):
+    """The loop over the first n - n % step elements of the 1-D array ``ary`` (n its length),
+    ``step`` at a time: a context manager giving each block's first index."""
+    n = builder.extract_value(ary.shape, 0)
+    end = builder.sub(n, builder.srem(n, ir.Constant(n.type, step)))
+    loop = cgutils.for_range_slice(builder, ir.Constant(n.type, 0), end, ir.Constant(n.type, step))
+
+    class _Blocks:
+        def __enter__(self):
+            return loop.__enter__()[0]
+
+        def __exit__(self, *exc):
+            return loop.__exit__(*exc)
+
+    return _Blocks()
+
+
+def _if_value(builder, flag, make, otherwise):
+    """``make()`` where the i1 ``flag`` is set, else the value ``otherwise``: a branch, so that
+    make's loads happen only when flagged (an array not in use may be empty)."""
+    with builder.if_else(flag) as (then, other):
+        with then:
+            made = make()
+            made_in = builder.block
+        with other:
+            other_in = builder.block
+    v = builder.phi(otherwise.type)
+    v.add_incoming(made, made_in)
+    v.add_incoming(otherwise, other_in)
+    return v
 
 
 _I8P, _I32 = ir.IntType(8).as_pointer(), ir.IntType(32)
@@ -116,13 +148,9 @@ def _lane_sums(nsums, narrays, nscalars, body, nprefetch=0):
             svals = [context.cast(builder, v, t, types.float64)
                      for t, v in zip(sig.args[narrays + nprefetch:], llargs[narrays + nprefetch:])]
             splats = [_splat(builder, v) for v in svals]
-            n = arys[0].shape  # shape array: extract the length
-            n = builder.extract_value(n, 0)
-            n32 = builder.sub(n, builder.srem(n, ir.Constant(n.type, 32)))
             accs = [[cgutils.alloca_once_value(builder, ir.Constant(_V64, [0.0] * WIDTH))
                      for _ in range(4)] for _ in range(nsums)]
-            with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), n32,
-                                         ir.Constant(n.type, 32)) as (i, _):
+            with _blocks(builder, arys[0], 32) as i:
                 for q, (t, a) in enumerate(zip(sig.args[narrays:narrays + nprefetch],
                                                arys[narrays:narrays + nprefetch])):
                     base = builder.bitcast(builder.gep(a.data, [i]), _I8P)
@@ -212,48 +240,35 @@ def prefetch_read(typingctx, a, i):
 # ---------------------------------------------------------------- normalized rows
 
 
-def _row_affine(scale, shift):
-    @intrinsic
-    def row_affine(typingctx, x, w, b, y, mean, rstd):
-        """y[i] = t * w[i] + b[i] for the first n - n % 8 elements of the rows (1-D, one float
-        dtype), t = (x[i] - mean) * rstd in float64 rounded to y's dtype; the product and the
-        sum in y's dtype, each rounded (no fused multiply-add). x is read before y is written
-        (y may be x). kernels/cython/norm.pyx's output loop, 8 elements per step."""
-        rows = (x, w, b, y)
-        if not (all(_is_row(a) for a in rows) and len({a.dtype for a in rows}) == 1
-                and all(isinstance(s, (types.Float, types.Integer)) for s in (mean, rstd))):
-            return None
+@intrinsic
+def row_scale(typingctx, x, w, b, y, mean, rstd, has_w, has_b):
+    """The output pass of a normalized row over its first n - n % 8 elements, 8 per step
+    (kernels/cython/norm.pyx's output loop): t = (x[i] - mean) * rstd in float64 rounded to y's
+    dtype, then t * w[i] with has_w and + b[i] with has_b, each in y's dtype and rounded (no
+    fused multiply-add); w, b not used may be empty. x is read before y is written (y may
+    be x)."""
+    rows = (x, w, b, y)
+    if not (all(_is_row(a) for a in rows) and len({a.dtype for a in rows}) == 1
+            and all(isinstance(s, (types.Float, types.Integer)) for s in (mean, rstd))
+            and all(isinstance(f, types.Boolean) for f in (has_w, has_b))):
+        return None
 
-        def codegen(context, builder, sig, args):
-            xt = sig.args[0]
-            xa, wa, ba, ya = (context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:4], args[:4]))
-            mu, rs = (_splat(builder, context.cast(builder, v, t, types.float64))
-                      for t, v in zip(sig.args[4:], args[4:]))
-            narrow = xt.dtype == types.float32
-            n = builder.extract_value(xa.shape, 0)
-            n8 = builder.sub(n, builder.srem(n, ir.Constant(n.type, WIDTH)))
-            with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), n8,
-                                         ir.Constant(n.type, WIDTH)) as (i, _):
-                t = builder.fmul(builder.fsub(_load(context, builder, xt, xa, i), mu), rs)
-                if narrow:
-                    t = builder.fptrunc(t, ir.VectorType(ir.FloatType(), WIDTH))
-                if scale:
-                    t = builder.fmul(t, _load(context, builder, xt, wa, i, widen=False))
-                if shift:
-                    t = builder.fadd(t, _load(context, builder, xt, ba, i, widen=False))
-                _store(builder, ya, i, t)
-            return context.get_dummy_value()
+    def codegen(context, builder, sig, args):
+        xt = sig.args[0]
+        xa, wa, ba, ya = (context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:4], args[:4]))
+        mu, rs = (_splat(builder, context.cast(builder, v, t, types.float64))
+                  for t, v in zip(sig.args[4:6], args[4:6]))
+        flag_w, flag_b = args[6:8]
+        with _blocks(builder, xa, WIDTH) as i:
+            t = builder.fmul(builder.fsub(_load(context, builder, xt, xa, i), mu), rs)
+            if xt.dtype == types.float32:
+                t = builder.fptrunc(t, ir.VectorType(ir.FloatType(), WIDTH))
+            t = _if_value(builder, flag_w, lambda: builder.fmul(t, _load(context, builder, xt, wa, i, widen=False)), t)
+            t = _if_value(builder, flag_b, lambda: builder.fadd(t, _load(context, builder, xt, ba, i, widen=False)), t)
+            _store(builder, ya, i, t)
+        return context.get_dummy_value()
 
-        return types.void(x, w, b, y, mean, rstd), codegen
-
-    return row_affine
-
-
-# y = xhat, xhat * w, xhat * w + b (w, b ignored where not used): the output pass of a
-# normalized row
-row_scale = _row_affine(False, False)
-row_scale_w = _row_affine(True, False)
-row_scale_wb = _row_affine(True, True)
+    return types.void(x, w, b, y, mean, rstd, has_w, has_b), codegen
 
 
 @intrinsic
@@ -278,21 +293,10 @@ def row_dx(typingctx, dy, w, x, dx, pdw, pdb, mean, rstd, mg, mgx, has_w, want_d
                              for k, v in zip(sig.args[6:10], args[6:10]))
         flag_w, flag_dw, flag_db = args[10:13]
         f64 = sig.args[4]  # the partials' array type
-        n = builder.extract_value(xa.shape, 0)
-        n8 = builder.sub(n, builder.srem(n, ir.Constant(n.type, WIDTH)))
-        with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), n8,
-                                     ir.Constant(n.type, WIDTH)) as (i, _):
+        with _blocks(builder, xa, WIDTH) as i:
             d = _load(context, builder, t, dya, i)
             xhat = builder.fmul(builder.fsub(_load(context, builder, t, xa, i), mu), rs)
-            with builder.if_else(flag_w) as (then, otherwise):
-                with then:
-                    gw = builder.fmul(d, _load(context, builder, t, wa, i))
-                    bw = builder.block
-                with otherwise:
-                    bd = builder.block
-            g = builder.phi(_V64)
-            g.add_incoming(gw, bw)
-            g.add_incoming(d, bd)
+            g = _if_value(builder, flag_w, lambda: builder.fmul(d, _load(context, builder, t, wa, i)), d)
             v = builder.fmul(builder.fsub(builder.fsub(g, mg_), builder.fmul(xhat, mgx_)), rs)
             if t.dtype == types.float32:
                 v = builder.fptrunc(v, ir.VectorType(ir.FloatType(), WIDTH))
@@ -419,12 +423,9 @@ def lane_max(typingctx, x):
     def codegen(context, builder, sig, args):
         xt = sig.args[0]
         xa = context.make_array(xt)(context, builder, args[0])
-        n = builder.extract_value(xa.shape, 0)
-        n32 = builder.sub(n, builder.srem(n, ir.Constant(n.type, 32)))
         ninf = float("-inf")
         accs = [cgutils.alloca_once_value(builder, ir.Constant(_V64, [ninf] * WIDTH)) for _ in range(4)]
-        with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), n32,
-                                     ir.Constant(n.type, 32)) as (i, _):
+        with _blocks(builder, xa, 32) as i:
             for k in range(4):
                 v = _load(context, builder, xt, xa, builder.add(i, ir.Constant(i.type, WIDTH * k)))
                 a = builder.load(accs[k])

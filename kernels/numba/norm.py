@@ -16,8 +16,7 @@ Determinism contract (shared with kernels/cython/norm.pyx, bit for bit):
 import numpy as np
 from numba import njit, prange
 
-from .lanes import (lane_grad_pf, lane_grad_w_pf, lane_shifted, lane_sqdev, lane_sum, row_dx, row_scale,
-                    row_scale_w, row_scale_wb)
+from .lanes import lane_grad_pf, lane_grad_w_pf, lane_shifted, lane_sqdev, lane_sum, row_dx, row_scale
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -119,23 +118,15 @@ def _forward_row(x, w, b, y, center, has_w, has_b, eps):
     mean, rstd = _centered_stats(x, center, eps)
     n = x.shape[0]
     # xhat in float64 (x - mean loses nothing), rounded to y's dtype, then the affine part in
-    # that dtype: 8 elements per step in lanes.row_scale*, the tail here (y[i] holds the
-    # rounded xhat; reading x[i] first keeps y is x safe)
-    n8 = n - n % 8
-    if has_w and has_b:
-        row_scale_wb(x, w, b, y, mean, rstd)
-        for i in range(n8, n):
-            y[i] = (x[i] - mean) * rstd
-            y[i] = y[i] * w[i] + b[i]
-    elif has_w:
-        row_scale_w(x, w, b, y, mean, rstd)
-        for i in range(n8, n):
-            y[i] = (x[i] - mean) * rstd
+    # that dtype, each step rounded: 8 elements per step in lanes.row_scale, the tail here
+    # (y[i] holds the rounded value; reading x[i] first keeps y is x safe)
+    row_scale(x, w, b, y, mean, rstd, has_w, has_b)
+    for i in range(n - n % 8, n):
+        y[i] = (x[i] - mean) * rstd
+        if has_w:
             y[i] = y[i] * w[i]
-    else:
-        row_scale(x, w, b, y, mean, rstd)
-        for i in range(n8, n):
-            y[i] = (x[i] - mean) * rstd
+        if has_b:
+            y[i] = y[i] + b[i]
     return mean, rstd
 
 
